@@ -1,0 +1,196 @@
+package datacenter
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"google.golang.org/protobuf/proto"
+
+	recordv1 "github.com/roamfed/roamfed/api/record/v1"
+)
+
+// Domain errors. The RPC boundary maps them to gRPC status codes
+// (api/rpcstatus); inside the process compare them with errors.Is.
+var (
+	// ErrClosed is returned by every call on a closed Store.
+	ErrClosed = errors.New("datacenter: closed")
+	// ErrUserExists means the username is taken.
+	ErrUserExists = errors.New("datacenter: user already exists")
+	// ErrUserNotFound means no user has that id or name.
+	ErrUserNotFound = errors.New("datacenter: user not found")
+	// ErrGroupExists means a group with that id is already stored.
+	ErrGroupExists = errors.New("datacenter: group already exists")
+	// ErrGroupNotFound means no group has that id here.
+	ErrGroupNotFound = errors.New("datacenter: group not found")
+	// ErrSessionNotFound means the token is unknown, revoked or expired.
+	ErrSessionNotFound = errors.New("datacenter: session not found")
+	// ErrCorrupt means a stored record did not decode.
+	ErrCorrupt = errors.New("datacenter: corrupt record")
+)
+
+// Options tune a Store. The zero value is the production default.
+type Options struct {
+	// Logger receives Pebble's events and the store's own; nil discards.
+	Logger *slog.Logger
+	// FS replaces the disk, for fault-injection tests.
+	FS vfs.FS
+	// MaxBatch caps how many appends share one sync; 0 means 512.
+	MaxBatch int
+	// Cache is the block cache size in bytes; 0 means 32 MiB.
+	Cache int64
+}
+
+// Store is a region's data center. It is safe for concurrent use.
+type Store struct {
+	db  *pebble.DB
+	log *slog.Logger
+
+	// writeMu serializes read-modify-write of users and groups, which are
+	// rare next to message appends.
+	writeMu sync.Mutex
+
+	groupsMu sync.RWMutex
+	groups   map[string]*recordv1.Group // decoded group records; never modified in place
+
+	commits *committer
+
+	closeOnce sync.Once
+	closed    chan struct{}
+	closeErr  error
+}
+
+// Open opens (creating if needed) the store in dir.
+func Open(dir string, opts Options) (*Store, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.MaxBatch <= 0 {
+		opts.MaxBatch = 512
+	}
+	if opts.Cache <= 0 {
+		opts.Cache = 32 << 20
+	}
+	cache := pebble.NewCache(opts.Cache)
+	defer cache.Unref()
+	po := &pebble.Options{
+		FS:     opts.FS,
+		Cache:  cache,
+		Logger: pebbleLogger{opts.Logger},
+		// The message log and the idempotency table see many point
+		// lookups for keys that do not exist; bloom filters answer those
+		// without reading blocks.
+		Levels: [7]pebble.LevelOptions{},
+	}
+	for i := range po.Levels {
+		po.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
+	}
+	po.EnsureDefaults()
+	db, err := pebble.Open(dir, po)
+	if err != nil {
+		return nil, fmt.Errorf("pebble open %s: %w", dir, err)
+	}
+	s := &Store{
+		db:     db,
+		log:    opts.Logger,
+		groups: make(map[string]*recordv1.Group),
+		closed: make(chan struct{}),
+	}
+	s.commits = startCommitter(s, opts.MaxBatch)
+	return s, nil
+}
+
+// Close stops the commit queue, waits for the appends in it, and closes the
+// database. It is idempotent.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		// The commit queue still reads the database while it drains.
+		s.commits.stop()
+		close(s.closed)
+		if err := s.db.Close(); err != nil {
+			s.closeErr = fmt.Errorf("pebble close: %w", err)
+		}
+	})
+	return s.closeErr
+}
+
+func (s *Store) isClosed() bool {
+	select {
+	case <-s.closed:
+		return true
+	default:
+		return false
+	}
+}
+
+// get reads key into m. It returns false when the key is absent.
+func (s *Store) get(k []byte, m proto.Message) (bool, error) {
+	if s.isClosed() {
+		return false, ErrClosed
+	}
+	v, closer, err := s.db.Get(k)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("pebble get: %w", err)
+	}
+	defer closer.Close()
+	if err := proto.Unmarshal(v, m); err != nil {
+		return false, fmt.Errorf("%w: %q: %v", ErrCorrupt, k, err)
+	}
+	return true, nil
+}
+
+// getRaw returns a copy of the value at k, or nil when it is absent.
+func (s *Store) getRaw(k []byte) ([]byte, error) {
+	if s.isClosed() {
+		return nil, ErrClosed
+	}
+	v, closer, err := s.db.Get(k)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("pebble get: %w", err)
+	}
+	defer closer.Close()
+	return append([]byte{}, v...), nil
+}
+
+// marshal encodes a record. It fails only on a string field that is not
+// valid UTF-8, which callers validate before they get here.
+func marshal(m proto.Message) ([]byte, error) {
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("datacenter: encode %T: %w", m, err)
+	}
+	return b, nil
+}
+
+// pebbleLogger routes Pebble's log lines to slog.
+type pebbleLogger struct{ l *slog.Logger }
+
+func (p pebbleLogger) Infof(format string, args ...any) {
+	p.l.Debug(fmt.Sprintf(format, args...), slog.String("component", "pebble"))
+}
+
+func (p pebbleLogger) Errorf(format string, args ...any) {
+	p.l.Error(fmt.Sprintf(format, args...), slog.String("component", "pebble"))
+}
+
+func (p pebbleLogger) Fatalf(format string, args ...any) {
+	p.l.Error(fmt.Sprintf(format, args...), slog.String("component", "pebble"))
+	panic(fmt.Sprintf(format, args...))
+}
+
+func unmarshal(v []byte, m proto.Message) error {
+	if err := proto.Unmarshal(v, m); err != nil {
+		return fmt.Errorf("%w: %T: %v", ErrCorrupt, m, err)
+	}
+	return nil
+}
