@@ -41,6 +41,19 @@ func (s *Store) Append(ctx context.Context, m *recordv1.Message) (Appended, erro
 	}
 }
 
+// OnCommit sets the function that sees every batch of newly committed
+// messages, after their sync and before their Appends return. It is called
+// from one goroutine, in commit order, so each group's messages arrive in
+// sequence order; it must not block and must not modify the messages.
+// Duplicates are not passed. A nil fn removes the hook.
+func (s *Store) OnCommit(fn func([]*recordv1.Message)) {
+	if fn == nil {
+		s.onCommit.Store(nil)
+		return
+	}
+	s.onCommit.Store(&fn)
+}
+
 // LastSeq returns the sequence number of the group's newest message, 0 for
 // an empty log.
 func (s *Store) LastSeq(groupID string) (uint64, error) {
@@ -200,7 +213,7 @@ func (c *committer) commitQueued() bool {
 func (c *committer) commit(reqs []*appendReq) {
 	b := c.s.db.NewBatch()
 	defer b.Close()
-	next := make(map[string]uint64)       // tentative last seq per group in this batch
+	next := make(map[string]uint64)     // tentative last seq per group in this batch
 	keys := make(map[string]*appendReq) // idempotency keys written in this batch
 	var written []*appendReq
 	var dups []*appendReq
@@ -264,6 +277,13 @@ func (c *committer) commit(reqs []*appendReq) {
 			c.seqs[g] = seq
 		}
 		c.seqMu.Unlock()
+		if hook := c.s.onCommit.Load(); hook != nil && len(written) > 0 {
+			msgs := make([]*recordv1.Message, len(written))
+			for i, r := range written {
+				msgs[i] = r.msg
+			}
+			(*hook)(msgs)
+		}
 	}
 	for _, r := range written {
 		if err != nil {

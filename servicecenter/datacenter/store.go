@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
@@ -57,7 +58,8 @@ type Store struct {
 	groupsMu sync.RWMutex
 	groups   map[string]*recordv1.Group // decoded group records; never modified in place
 
-	commits *committer
+	commits  *committer
+	onCommit atomic.Pointer[func([]*recordv1.Message)]
 
 	closeOnce sync.Once
 	closed    chan struct{}

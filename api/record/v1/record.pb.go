@@ -494,6 +494,155 @@ func (x *SessionToken) GetRegion() string {
 	return ""
 }
 
+// Fanout is what a region's bus carries to its service-center nodes for one
+// committed message: the message and the members it is for.
+type Fanout struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Message       *Message               `protobuf:"bytes,1,opt,name=message,proto3" json:"message,omitempty"`
+	Recipients    []string               `protobuf:"bytes,2,rep,name=recipients,proto3" json:"recipients,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Fanout) Reset() {
+	*x = Fanout{}
+	mi := &file_record_v1_record_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Fanout) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Fanout) ProtoMessage() {}
+
+func (x *Fanout) ProtoReflect() protoreflect.Message {
+	mi := &file_record_v1_record_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Fanout.ProtoReflect.Descriptor instead.
+func (*Fanout) Descriptor() ([]byte, []int) {
+	return file_record_v1_record_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *Fanout) GetMessage() *Message {
+	if x != nil {
+		return x.Message
+	}
+	return nil
+}
+
+func (x *Fanout) GetRecipients() []string {
+	if x != nil {
+		return x.Recipients
+	}
+	return nil
+}
+
+// PresenceChange is a user's sessions on one service-center node going from
+// none to some (online) or back (offline), for the listed co-members.
+type PresenceChange struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	UserId   string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	Username string                 `protobuf:"bytes,2,opt,name=username,proto3" json:"username,omitempty"`
+	Online   bool                   `protobuf:"varint,3,opt,name=online,proto3" json:"online,omitempty"`
+	Region   string                 `protobuf:"bytes,4,opt,name=region,proto3" json:"region,omitempty"`
+	// The service-center node whose sessions changed.
+	Node          string                 `protobuf:"bytes,5,opt,name=node,proto3" json:"node,omitempty"`
+	Recipients    []string               `protobuf:"bytes,6,rep,name=recipients,proto3" json:"recipients,omitempty"`
+	At            *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=at,proto3" json:"at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PresenceChange) Reset() {
+	*x = PresenceChange{}
+	mi := &file_record_v1_record_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PresenceChange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PresenceChange) ProtoMessage() {}
+
+func (x *PresenceChange) ProtoReflect() protoreflect.Message {
+	mi := &file_record_v1_record_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PresenceChange.ProtoReflect.Descriptor instead.
+func (*PresenceChange) Descriptor() ([]byte, []int) {
+	return file_record_v1_record_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *PresenceChange) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *PresenceChange) GetUsername() string {
+	if x != nil {
+		return x.Username
+	}
+	return ""
+}
+
+func (x *PresenceChange) GetOnline() bool {
+	if x != nil {
+		return x.Online
+	}
+	return false
+}
+
+func (x *PresenceChange) GetRegion() string {
+	if x != nil {
+		return x.Region
+	}
+	return ""
+}
+
+func (x *PresenceChange) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *PresenceChange) GetRecipients() []string {
+	if x != nil {
+		return x.Recipients
+	}
+	return nil
+}
+
+func (x *PresenceChange) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
 var File_record_v1_record_proto protoreflect.FileDescriptor
 
 const file_record_v1_record_proto_rawDesc = "" +
@@ -551,7 +700,22 @@ const file_record_v1_record_proto_rawDesc = "" +
 	"\tissued_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\bissuedAt\x129\n" +
 	"\n" +
 	"expires_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12\x16\n" +
-	"\x06region\x18\x04 \x01(\tR\x06regionB3Z1github.com/roamfed/roamfed/api/record/v1;recordv1b\x06proto3"
+	"\x06region\x18\x04 \x01(\tR\x06region\"V\n" +
+	"\x06Fanout\x12,\n" +
+	"\amessage\x18\x01 \x01(\v2\x12.record.v1.MessageR\amessage\x12\x1e\n" +
+	"\n" +
+	"recipients\x18\x02 \x03(\tR\n" +
+	"recipients\"\xd5\x01\n" +
+	"\x0ePresenceChange\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1a\n" +
+	"\busername\x18\x02 \x01(\tR\busername\x12\x16\n" +
+	"\x06online\x18\x03 \x01(\bR\x06online\x12\x16\n" +
+	"\x06region\x18\x04 \x01(\tR\x06region\x12\x12\n" +
+	"\x04node\x18\x05 \x01(\tR\x04node\x12\x1e\n" +
+	"\n" +
+	"recipients\x18\x06 \x03(\tR\n" +
+	"recipients\x12*\n" +
+	"\x02at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x02atB3Z1github.com/roamfed/roamfed/api/record/v1;recordv1b\x06proto3"
 
 var (
 	file_record_v1_record_proto_rawDescOnce sync.Once
@@ -565,32 +729,36 @@ func file_record_v1_record_proto_rawDescGZIP() []byte {
 	return file_record_v1_record_proto_rawDescData
 }
 
-var file_record_v1_record_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_record_v1_record_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_record_v1_record_proto_goTypes = []any{
 	(*User)(nil),                  // 0: record.v1.User
 	(*Group)(nil),                 // 1: record.v1.Group
 	(*Member)(nil),                // 2: record.v1.Member
 	(*Message)(nil),               // 3: record.v1.Message
 	(*SessionToken)(nil),          // 4: record.v1.SessionToken
-	nil,                           // 5: record.v1.Group.SettingsEntry
-	(*timestamppb.Timestamp)(nil), // 6: google.protobuf.Timestamp
+	(*Fanout)(nil),                // 5: record.v1.Fanout
+	(*PresenceChange)(nil),        // 6: record.v1.PresenceChange
+	nil,                           // 7: record.v1.Group.SettingsEntry
+	(*timestamppb.Timestamp)(nil), // 8: google.protobuf.Timestamp
 }
 var file_record_v1_record_proto_depIdxs = []int32{
-	6,  // 0: record.v1.User.created_at:type_name -> google.protobuf.Timestamp
-	5,  // 1: record.v1.Group.settings:type_name -> record.v1.Group.SettingsEntry
+	8,  // 0: record.v1.User.created_at:type_name -> google.protobuf.Timestamp
+	7,  // 1: record.v1.Group.settings:type_name -> record.v1.Group.SettingsEntry
 	2,  // 2: record.v1.Group.members:type_name -> record.v1.Member
-	6,  // 3: record.v1.Group.created_at:type_name -> google.protobuf.Timestamp
-	6,  // 4: record.v1.Group.updated_at:type_name -> google.protobuf.Timestamp
-	6,  // 5: record.v1.Member.joined_at:type_name -> google.protobuf.Timestamp
-	6,  // 6: record.v1.Message.sent_at:type_name -> google.protobuf.Timestamp
-	6,  // 7: record.v1.Message.committed_at:type_name -> google.protobuf.Timestamp
-	6,  // 8: record.v1.SessionToken.issued_at:type_name -> google.protobuf.Timestamp
-	6,  // 9: record.v1.SessionToken.expires_at:type_name -> google.protobuf.Timestamp
-	10, // [10:10] is the sub-list for method output_type
-	10, // [10:10] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	8,  // 3: record.v1.Group.created_at:type_name -> google.protobuf.Timestamp
+	8,  // 4: record.v1.Group.updated_at:type_name -> google.protobuf.Timestamp
+	8,  // 5: record.v1.Member.joined_at:type_name -> google.protobuf.Timestamp
+	8,  // 6: record.v1.Message.sent_at:type_name -> google.protobuf.Timestamp
+	8,  // 7: record.v1.Message.committed_at:type_name -> google.protobuf.Timestamp
+	8,  // 8: record.v1.SessionToken.issued_at:type_name -> google.protobuf.Timestamp
+	8,  // 9: record.v1.SessionToken.expires_at:type_name -> google.protobuf.Timestamp
+	3,  // 10: record.v1.Fanout.message:type_name -> record.v1.Message
+	8,  // 11: record.v1.PresenceChange.at:type_name -> google.protobuf.Timestamp
+	12, // [12:12] is the sub-list for method output_type
+	12, // [12:12] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_record_v1_record_proto_init() }
@@ -604,7 +772,7 @@ func file_record_v1_record_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_record_v1_record_proto_rawDesc), len(file_record_v1_record_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   6,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
