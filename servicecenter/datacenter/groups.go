@@ -160,8 +160,17 @@ func (s *Store) GroupsOf(userID string) ([]string, error) {
 // IsMember reports whether userID is a member of g, a record read from the
 // store (whose members are sorted by user id).
 func IsMember(g *recordv1.Group, userID string) bool {
-	_, ok := slices.BinarySearchFunc(g.GetMembers(), userID, func(m *recordv1.Member, id string) int {
+	return FindMember(g, userID) != nil
+}
+
+// FindMember returns userID's membership of g, a record read from the
+// store, or nil.
+func FindMember(g *recordv1.Group, userID string) *recordv1.Member {
+	i, ok := slices.BinarySearchFunc(g.GetMembers(), userID, func(m *recordv1.Member, id string) int {
 		return strings.Compare(m.GetUserId(), id)
 	})
-	return ok
+	if !ok {
+		return nil
+	}
+	return g.GetMembers()[i]
 }

@@ -1,0 +1,87 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/roamfed/roamfed/internal/validate"
+	"github.com/roamfed/roamfed/servicecenter/resourcepool"
+)
+
+// config is regiond's settings, from flags and an optional YAML file.
+type config struct {
+	Region          string              `yaml:"region"`
+	Data            string              `yaml:"data"`
+	ClientAddr      string              `yaml:"client_addr"`
+	NATSURL         string              `yaml:"nats_url"`
+	LogLevel        string              `yaml:"log_level"`
+	ShutdownTimeout time.Duration       `yaml:"shutdown_timeout"`
+	Limits          resourcepool.Limits `yaml:"limits"`
+}
+
+func defaultConfig() config {
+	return config{
+		Region:          "local",
+		ClientAddr:      "127.0.0.1:7100",
+		LogLevel:        "info",
+		ShutdownTimeout: shutdownGrace,
+		Limits:          resourcepool.DefaultLimits(),
+	}
+}
+
+// loadConfig merges defaults, the file (if any) and the flags that were
+// given, in that order, and validates the result.
+func loadConfig(file string, flags config, changed func(string) bool) (config, error) {
+	cfg := defaultConfig()
+	if file != "" {
+		raw, err := os.ReadFile(file)
+		if err != nil {
+			return config{}, err
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(raw))
+		dec.KnownFields(true)
+		if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+			return config{}, fmt.Errorf("%s: %w", file, err)
+		}
+	}
+	for name, apply := range map[string]func(){
+		"region":           func() { cfg.Region = flags.Region },
+		"data":             func() { cfg.Data = flags.Data },
+		"client-addr":      func() { cfg.ClientAddr = flags.ClientAddr },
+		"nats-url":         func() { cfg.NATSURL = flags.NATSURL },
+		"log-level":        func() { cfg.LogLevel = flags.LogLevel },
+		"shutdown-timeout": func() { cfg.ShutdownTimeout = flags.ShutdownTimeout },
+	} {
+		if changed(name) {
+			apply()
+		}
+	}
+	if cfg.Data == "" {
+		cfg.Data = filepath.Join("data", cfg.Region)
+	}
+	origin := "default"
+	if file != "" {
+		origin = file
+	}
+	if err := validate.Username("region", cfg.Region); err != nil {
+		return config{}, fmt.Errorf("%s (from %s or --region)", err, origin)
+	}
+	if _, _, err := net.SplitHostPort(cfg.ClientAddr); err != nil {
+		return config{}, fmt.Errorf("client_addr %q (from %s or --client-addr): %w", cfg.ClientAddr, origin, err)
+	}
+	if cfg.ShutdownTimeout <= 0 {
+		return config{}, fmt.Errorf("shutdown_timeout must be positive (from %s or --shutdown-timeout)", origin)
+	}
+	if err := cfg.Limits.Validate(); err != nil {
+		return config{}, fmt.Errorf("limits in %s: %w", origin, err)
+	}
+	return cfg, nil
+}

@@ -1,0 +1,93 @@
+// Command regiond runs one roamfed region: its service center, and (as the
+// federation grows) its roaming system.
+//
+//	regiond                         region "local", data in ./data/local, clients on 127.0.0.1:7100
+//	regiond --region eu --data /var/lib/roamfed --client-addr :7100
+//	regiond --config region.yaml    file values, overridden by any flag given
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/roamfed/roamfed/internal/stack"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := newRootCmd().ExecuteContext(ctx); err != nil {
+		fmt.Fprintln(os.Stderr, "regiond:", err)
+		os.Exit(1)
+	}
+}
+
+func newRootCmd() *cobra.Command {
+	var flags config
+	var configFile string
+	cmd := &cobra.Command{
+		Use:           "regiond",
+		Short:         "Run one roamfed region",
+		Args:          cobra.NoArgs,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := loadConfig(configFile, flags, cmd.Flags().Changed)
+			if err != nil {
+				return err
+			}
+			return run(cmd.Context(), cfg)
+		},
+	}
+	def := defaultConfig()
+	f := cmd.Flags()
+	f.StringVar(&configFile, "config", "", "YAML file of settings; flags given override it")
+	f.StringVar(&flags.Region, "region", def.Region, "this region's name")
+	f.StringVar(&flags.Data, "data", "", "data directory (default ./data/<region>)")
+	f.StringVar(&flags.ClientAddr, "client-addr", def.ClientAddr, "address the client gRPC service listens on")
+	f.StringVar(&flags.NATSURL, "nats-url", "", "external NATS server or cluster; empty embeds one in the process")
+	f.StringVar(&flags.LogLevel, "log-level", def.LogLevel, "debug, info, warn or error")
+	f.DurationVar(&flags.ShutdownTimeout, "shutdown-timeout", def.ShutdownTimeout, "how long calls in flight get to finish on SIGTERM")
+	return cmd
+}
+
+func run(ctx context.Context, cfg config) error {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
+		return fmt.Errorf("log level %q: %w", cfg.LogLevel, err)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	st, err := stack.Start(stack.Config{
+		Region:     cfg.Region,
+		DataDir:    cfg.Data,
+		ClientAddr: cfg.ClientAddr,
+		NATSURL:    cfg.NATSURL,
+		Limits:     cfg.Limits,
+		Logger:     log,
+	})
+	if err != nil {
+		return err
+	}
+	log.Info("connect with: go run ./cmd/roamchat --server " + st.ClientAddr() + " register <name>")
+	var served error
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down", slog.Duration("timeout", cfg.ShutdownTimeout))
+	case served = <-st.Served():
+		log.Error("client listener failed", slog.Any("err", served))
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	return errors.Join(served, st.Shutdown(sctx))
+}
+
+// shutdownGrace is the default of --shutdown-timeout.
+const shutdownGrace = 10 * time.Second

@@ -1,0 +1,168 @@
+// Package stack assembles one region's stack in a process: the data center,
+// the bus, the business center and the client gRPC listener. regiond runs
+// one; tests and `regiond dev` can run several in one process, since
+// nothing here is process-wide.
+//
+// Start brings the parts up in dependency order and Shutdown takes them
+// down in reverse: stop taking calls, end sessions, then close the business
+// center, the bus and the data center, each after its users.
+package stack
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+
+	clientv1 "github.com/roamfed/roamfed/api/client/v1"
+	"github.com/roamfed/roamfed/api/rpcstatus"
+	"github.com/roamfed/roamfed/internal/bus"
+	"github.com/roamfed/roamfed/internal/password"
+	"github.com/roamfed/roamfed/servicecenter/businesscenter"
+	"github.com/roamfed/roamfed/servicecenter/datacenter"
+	"github.com/roamfed/roamfed/servicecenter/resourcepool"
+)
+
+// Config is one region's settings.
+type Config struct {
+	Region     string
+	DataDir    string
+	ClientAddr string
+	// NATSURL names an external bus; empty embeds one.
+	NATSURL string
+	Limits  resourcepool.Limits
+	Logger  *slog.Logger
+
+	// Tuning for tests; zero values are the production defaults.
+	AckTimeout  time.Duration
+	MaxAttempts int
+	Password    password.Params
+}
+
+// Stack is a running region.
+type Stack struct {
+	cfg    Config
+	log    *slog.Logger
+	store  *datacenter.Store
+	bus    *bus.Bus
+	bc     *businesscenter.Server
+	grpc   *grpc.Server
+	health *health.Server
+	lis    net.Listener
+	served chan error
+}
+
+// Start opens the region's data and starts serving clients.
+func Start(cfg Config) (st *Stack, err error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if err := cfg.Limits.Validate(); err != nil {
+		return nil, err
+	}
+	log := cfg.Logger.With(slog.String("region", cfg.Region))
+	s := &Stack{cfg: cfg, log: log, served: make(chan error, 1)}
+	// On failure, close what was opened, newest first.
+	var undo []func()
+	defer func() {
+		if err != nil {
+			for i := len(undo) - 1; i >= 0; i-- {
+				undo[i]()
+			}
+		}
+	}()
+
+	s.store, err = datacenter.Open(filepath.Clean(cfg.DataDir), datacenter.Options{Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	undo = append(undo, func() { _ = s.store.Close() })
+
+	s.bus, err = bus.Open(bus.Options{URL: cfg.NATSURL, Name: "roamfed-" + cfg.Region, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	undo = append(undo, s.bus.Close)
+
+	s.bc, err = businesscenter.New(businesscenter.Config{
+		Region:      cfg.Region,
+		Store:       s.store,
+		Pool:        resourcepool.New(cfg.Limits),
+		Bus:         s.bus.Conn(),
+		Logger:      log,
+		AckTimeout:  cfg.AckTimeout,
+		MaxAttempts: cfg.MaxAttempts,
+		Password:    cfg.Password,
+	})
+	if err != nil {
+		return nil, err
+	}
+	undo = append(undo, func() { _ = s.bc.Close() })
+
+	s.lis, err = net.Listen("tcp", cfg.ClientAddr)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", cfg.ClientAddr, err)
+	}
+	undo = append(undo, func() { _ = s.lis.Close() })
+
+	s.grpc = grpc.NewServer(
+		grpc.ChainUnaryInterceptor(rpcstatus.UnaryServerInterceptor(log)),
+		grpc.ChainStreamInterceptor(rpcstatus.StreamServerInterceptor(log)),
+		// Messages are at most 64 KiB by default; leave room for the
+		// largest configured body plus its envelope.
+		grpc.MaxRecvMsgSize(max(cfg.Limits.WithDefaults().MaxMessageBytes+64<<10, 4<<20)),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+	)
+	clientv1.RegisterClientServiceServer(s.grpc, s.bc)
+	s.health = health.NewServer()
+	healthpb.RegisterHealthServer(s.grpc, s.health)
+	s.health.SetServingStatus(clientv1.ClientService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+	reflection.Register(s.grpc)
+	go func() { s.served <- s.grpc.Serve(s.lis) }()
+	log.Info("region serving clients", slog.String("addr", s.lis.Addr().String()),
+		slog.String("data", cfg.DataDir), slog.Bool("embedded_nats", s.bus.Embedded()))
+	return s, nil
+}
+
+// ClientAddr is the address clients connect to.
+func (s *Stack) ClientAddr() string { return s.lis.Addr().String() }
+
+// Store is the region's data center.
+func (s *Stack) Store() *datacenter.Store { return s.store }
+
+// Served reports the gRPC server's exit; it receives one value.
+func (s *Stack) Served() <-chan error { return s.served }
+
+// Shutdown stops the region: no new calls, sessions ended, in-flight calls
+// given until ctx ends to finish, then everything closed.
+func (s *Stack) Shutdown(ctx context.Context) error {
+	s.health.Shutdown()
+	stopped := make(chan struct{})
+	go func() {
+		s.grpc.GracefulStop()
+		close(stopped)
+	}()
+	s.bc.Drain()
+	select {
+	case <-stopped:
+	case <-ctx.Done():
+		s.log.Warn("graceful stop timed out; closing remaining calls")
+		s.grpc.Stop()
+		<-stopped
+	}
+	errs := []error{s.bc.Close()}
+	s.bus.Close()
+	errs = append(errs, s.store.Close())
+	s.log.Info("region stopped")
+	return errors.Join(errs...)
+}

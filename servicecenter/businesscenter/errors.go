@@ -1,0 +1,20 @@
+package businesscenter
+
+import "errors"
+
+// Domain errors of the client service.
+var (
+	// ErrUnauthenticated means the call has no valid session token.
+	ErrUnauthenticated = errors.New("missing, expired or revoked session token")
+	// ErrBadCredentials means the username is unknown or the password wrong;
+	// the two are not told apart.
+	ErrBadCredentials = errors.New("unknown user or wrong password")
+	// ErrNotMember means the caller is not a member of the group.
+	ErrNotMember = errors.New("not a member of the group")
+	// ErrVersionMismatch means an update named an expected version that the
+	// group is no longer at.
+	ErrVersionMismatch = errors.New("the group has changed since the expected version")
+	// ErrNotHomedHere means the group's home is another region and this
+	// region cannot reach it.
+	ErrNotHomedHere = errors.New("the group is homed in another region")
+)

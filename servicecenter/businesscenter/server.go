@@ -1,0 +1,233 @@
+package businesscenter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"google.golang.org/grpc/metadata"
+
+	clientv1 "github.com/roamfed/roamfed/api/client/v1"
+	recordv1 "github.com/roamfed/roamfed/api/record/v1"
+	"github.com/roamfed/roamfed/internal/ids"
+	"github.com/roamfed/roamfed/internal/password"
+	"github.com/roamfed/roamfed/servicecenter/datacenter"
+	"github.com/roamfed/roamfed/servicecenter/resourcepool"
+)
+
+// Config is what a Server needs. Region, Store, Pool and Bus are required.
+type Config struct {
+	Region string
+	// Node names this service-center node on the bus; empty means a
+	// fresh random name.
+	Node   string
+	Store  *datacenter.Store
+	Pool   *resourcepool.Pool
+	Bus    *nats.Conn
+	Logger *slog.Logger
+
+	// TokenTTL is how long a login session lasts; 0 means 24 hours.
+	TokenTTL time.Duration
+	// AckTimeout is how long a delivery waits for its acknowledgement
+	// before it is sent again; 0 means 3 seconds.
+	AckTimeout time.Duration
+	// MaxAttempts bounds how often one delivery is sent; 0 means 3.
+	MaxAttempts int
+	// Password sets argon2id's cost; the zero value means password.Default.
+	Password password.Params
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+func (c *Config) setDefaults() error {
+	switch {
+	case c.Region == "":
+		return errors.New("businesscenter: Config.Region is empty")
+	case c.Store == nil:
+		return errors.New("businesscenter: Config.Store is nil")
+	case c.Pool == nil:
+		return errors.New("businesscenter: Config.Pool is nil")
+	case c.Bus == nil:
+		return errors.New("businesscenter: Config.Bus is nil")
+	}
+	if c.Node == "" {
+		c.Node = ids.New(ids.Session)
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.TokenTTL <= 0 {
+		c.TokenTTL = 24 * time.Hour
+	}
+	if c.AckTimeout <= 0 {
+		c.AckTimeout = 3 * time.Second
+	}
+	if c.MaxAttempts <= 0 {
+		c.MaxAttempts = 3
+	}
+	if c.Password == (password.Params{}) {
+		c.Password = password.Default
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return nil
+}
+
+// Server implements clientv1.ClientServiceServer for one service-center node.
+type Server struct {
+	clientv1.UnimplementedClientServiceServer
+
+	cfg   Config
+	log   *slog.Logger
+	store *datacenter.Store
+	pool  *resourcepool.Pool
+	bus   *nats.Conn
+
+	fanoutSubject   string
+	presenceSubject string
+	subs            []*nats.Subscription
+
+	// hashing bounds concurrent argon2id work, which costs memory.
+	hashing chan struct{}
+	// dummyHash is verified against when a login names no known user.
+	dummyHash func() string
+
+	hub      *hub
+	presence *presenceTable
+
+	stop      chan struct{}
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+}
+
+var _ clientv1.ClientServiceServer = (*Server)(nil)
+
+// New starts a service-center node: it subscribes to the bus and hooks the
+// data center's commits.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg:             cfg,
+		log:             cfg.Logger.With(slog.String("region", cfg.Region), slog.String("node", cfg.Node)),
+		store:           cfg.Store,
+		pool:            cfg.Pool,
+		bus:             cfg.Bus,
+		fanoutSubject:   "roamfed." + cfg.Region + ".fanout",
+		presenceSubject: "roamfed." + cfg.Region + ".presence",
+		hashing:         make(chan struct{}, 4),
+		hub:             newHub(),
+		presence:        newPresenceTable(),
+		stop:            make(chan struct{}),
+	}
+	s.dummyHash = sync.OnceValue(func() string { return password.Hash("roamfed: no such user", cfg.Password) })
+	for subject, handle := range map[string]nats.MsgHandler{
+		s.fanoutSubject:   s.onFanout,
+		s.presenceSubject: s.onPresence,
+	} {
+		sub, err := s.bus.Subscribe(subject, handle)
+		if err != nil {
+			s.unsubscribe()
+			return nil, fmt.Errorf("nats subscribe %s: %w", subject, err)
+		}
+		// A slow node must not stall the bus; the pending limits bound
+		// its memory instead, and overflow is logged by the bus.
+		_ = sub.SetPendingLimits(1<<20, 1<<30)
+		s.subs = append(s.subs, sub)
+	}
+	if err := s.bus.Flush(); err != nil {
+		s.unsubscribe()
+		return nil, fmt.Errorf("nats flush: %w", err)
+	}
+	s.store.OnCommit(s.publishCommitted)
+	s.wg.Add(1)
+	go s.janitor()
+	return s, nil
+}
+
+// Close ends every session, unhooks from the data center and the bus, and
+// waits for its goroutines. It is idempotent.
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() {
+		s.store.OnCommit(nil)
+		close(s.stop)
+		s.hub.drain()
+		s.wg.Wait()
+		s.unsubscribe()
+	})
+	return nil
+}
+
+func (s *Server) unsubscribe() {
+	for _, sub := range s.subs {
+		_ = sub.Unsubscribe()
+	}
+	s.subs = nil
+}
+
+// janitor removes expired login sessions now and then.
+func (s *Server) janitor() {
+	defer s.wg.Done()
+	t := time.NewTicker(10 * time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			n, err := s.store.DeleteExpiredSessions(s.cfg.Now(), 10000)
+			if err != nil {
+				s.log.Warn("expired session sweep failed", slog.Any("err", err))
+			} else if n > 0 {
+				s.log.Info("expired sessions removed", slog.Int("count", n))
+			}
+		}
+	}
+}
+
+// caller is the authenticated user of a call.
+type caller struct {
+	userID string
+	token  string
+}
+
+// authenticate reads the bearer token of the call and returns its user.
+func (s *Server) authenticate(ctx context.Context) (caller, error) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	vals := md.Get("authorization")
+	if len(vals) != 1 {
+		return caller{}, fmt.Errorf("%w: send `authorization: Bearer <token>` from Login", ErrUnauthenticated)
+	}
+	scheme, token, ok := strings.Cut(vals[0], " ")
+	if !ok || !strings.EqualFold(scheme, "bearer") || token == "" || len(token) > 256 {
+		return caller{}, fmt.Errorf("%w: authorization must be `Bearer <token>`", ErrUnauthenticated)
+	}
+	rec, err := s.store.Session(token, s.cfg.Now())
+	if errors.Is(err, datacenter.ErrSessionNotFound) {
+		return caller{}, ErrUnauthenticated
+	}
+	if err != nil {
+		return caller{}, err
+	}
+	return caller{userID: rec.GetUserId(), token: token}, nil
+}
+
+// memberGroup returns a group homed here that userID is a member of.
+func (s *Server) memberGroup(groupID, userID string) (*recordv1.Group, *recordv1.Member, error) {
+	g, err := s.store.Group(groupID)
+	if err != nil {
+		return nil, nil, fmt.Errorf("group %s: %w", groupID, err)
+	}
+	m := datacenter.FindMember(g, userID)
+	if m == nil {
+		return nil, nil, fmt.Errorf("group %s: %w", groupID, ErrNotMember)
+	}
+	return g, m, nil
+}

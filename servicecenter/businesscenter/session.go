@@ -1,0 +1,395 @@
+package businesscenter
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	clientv1 "github.com/roamfed/roamfed/api/client/v1"
+	"github.com/roamfed/roamfed/internal/ids"
+	"github.com/roamfed/roamfed/servicecenter/datacenter"
+)
+
+// ErrDraining ends Session streams when the node shuts down; clients
+// reconnect, to this region's other nodes or to this one when it is back.
+var ErrDraining = status.Error(codes.Unavailable, "service-center node is shutting down; reconnect")
+
+// Session is the live stream of one client.
+func (s *Server) Session(stream clientv1.ClientService_SessionServer) error {
+	c, err := s.authenticate(stream.Context())
+	if err != nil {
+		return err
+	}
+	u, err := s.store.User(c.userID)
+	if err != nil {
+		return err
+	}
+	release, err := s.pool.AcquireSession("user:" + c.userID)
+	if err != nil {
+		return err
+	}
+	defer release()
+
+	ctx, cancel := context.WithCancelCause(stream.Context())
+	defer cancel(nil)
+	ss := &session{
+		id:        ids.New(ids.Session),
+		userID:    u.GetId(),
+		username:  u.GetName(),
+		srv:       s,
+		cancel:    cancel,
+		maxQueued: s.pool.Limits().MaxQueuedPerSession,
+		out:       make(chan *clientv1.SessionResponse, s.pool.Limits().MaxQueuedPerSession+controlSlots),
+		pending:   make(map[uint64]*pendingDelivery),
+		lagging:   make(map[string]uint64),
+		acked:     make(map[string]uint64),
+	}
+	peers, err := s.coMembers(ss.userID)
+	if err != nil {
+		return err
+	}
+	// Register before Ready so that nothing committed after Ready is
+	// missed; deliveries queue in out until the writer starts.
+	first, err := s.hub.add(ss)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if s.hub.remove(ss) {
+			s.announce(ss, false, peers)
+		}
+		ss.flushCursors()
+	}()
+	if err := stream.Send(&clientv1.SessionResponse{Kind: &clientv1.SessionResponse_Ready{Ready: &clientv1.Ready{
+		SessionId: ss.id,
+		UserId:    ss.userID,
+		Region:    s.cfg.Region,
+		Online:    s.presence.onlineAmong(peers),
+	}}}); err != nil {
+		return err
+	}
+	if first {
+		s.announce(ss, true, peers)
+	}
+
+	errc := make(chan error, 2)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case r := <-ss.out:
+				if err := stream.Send(r); err != nil {
+					errc <- err
+					return
+				}
+			}
+		}
+	}()
+	// The reader blocks in Recv until the stream ends, which happens only
+	// after this handler returns; it owns no state but the session's.
+	go func() {
+		for {
+			req, err := stream.Recv()
+			if err != nil {
+				errc <- err
+				return
+			}
+			ss.handle(req)
+		}
+	}()
+
+	tick := time.NewTicker(max(s.cfg.AckTimeout/3, 20*time.Millisecond))
+	defer tick.Stop()
+	var result error
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			result = context.Cause(ctx)
+			if errors.Is(result, context.Canceled) {
+				result = nil
+			}
+			break loop
+		case err := <-errc:
+			if !errors.Is(err, io.EOF) {
+				result = err
+			}
+			break loop
+		case now := <-tick.C:
+			ss.tick(now)
+		}
+	}
+	cancel(nil)
+	wg.Wait()
+	ss.close()
+	return result
+}
+
+// controlSlots is room in a session's queue for frames that are not
+// deliveries: presence, catch-up notices, pongs.
+const controlSlots = 64
+
+type session struct {
+	id, userID, username string
+	srv                  *Server
+	cancel               context.CancelCauseFunc
+	maxQueued            int
+	out                  chan *clientv1.SessionResponse
+
+	mu      sync.Mutex
+	closed  bool
+	nextID  uint64
+	pending map[uint64]*pendingDelivery
+	// lagging holds, per group, the last sequence number the client is
+	// known to have been sent in order, for groups whose live delivery is
+	// paused until the client is told to catch up.
+	lagging map[string]uint64
+	// acked is the highest acknowledged sequence per group since the last
+	// cursor flush.
+	acked map[string]uint64
+}
+
+type pendingDelivery struct {
+	id      uint64
+	msg     *clientv1.Message
+	attempt uint32
+	sentAt  time.Time
+}
+
+// deliver queues a committed message for the client.
+func (ss *session) deliver(m *clientv1.Message) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.closed {
+		return
+	}
+	if _, paused := ss.lagging[m.GetGroupId()]; paused {
+		return
+	}
+	if len(ss.pending) >= ss.maxQueued {
+		ss.pauseLocked(m.GetGroupId(), m.GetSeq()-1)
+		_ = ss.srv.pool.RefuseQueue("user:" + ss.userID)
+		return
+	}
+	ss.nextID++
+	d := &pendingDelivery{id: ss.nextID, msg: m, attempt: 1, sentAt: time.Now()}
+	if !ss.sendLocked(d) {
+		ss.pauseLocked(m.GetGroupId(), m.GetSeq()-1)
+		return
+	}
+	ss.pending[d.id] = d
+}
+
+// sendLocked queues one attempt of a delivery without blocking.
+func (ss *session) sendLocked(d *pendingDelivery) bool {
+	r := &clientv1.SessionResponse{Kind: &clientv1.SessionResponse_Delivery{Delivery: &clientv1.Delivery{
+		DeliveryId: d.id, Message: d.msg, Attempt: d.attempt,
+	}}}
+	select {
+	case ss.out <- r:
+		return true
+	default:
+		return false
+	}
+}
+
+// pauseLocked stops live delivery of a group until the client has been
+// told to fetch what follows after.
+func (ss *session) pauseLocked(groupID string, after uint64) {
+	if cur, ok := ss.lagging[groupID]; !ok || after < cur {
+		ss.lagging[groupID] = after
+	}
+}
+
+// control queues a frame that is not a delivery; it reports false when the
+// queue is full.
+func (ss *session) control(r *clientv1.SessionResponse) bool {
+	select {
+	case ss.out <- r:
+		return true
+	default:
+		return false
+	}
+}
+
+// handle applies one frame from the client.
+func (ss *session) handle(req *clientv1.SessionRequest) {
+	switch k := req.GetKind().(type) {
+	case *clientv1.SessionRequest_Ack:
+		ss.mu.Lock()
+		for _, id := range k.Ack.GetDeliveryIds() {
+			d, ok := ss.pending[id]
+			if !ok {
+				continue
+			}
+			delete(ss.pending, id)
+			if g := d.msg.GetGroupId(); d.msg.GetSeq() > ss.acked[g] {
+				ss.acked[g] = d.msg.GetSeq()
+			}
+		}
+		resume := len(ss.lagging) > 0 && len(ss.pending) <= ss.maxQueued/2
+		ss.mu.Unlock()
+		if resume {
+			ss.resume()
+		}
+	case *clientv1.SessionRequest_Ping:
+		ss.control(&clientv1.SessionResponse{Kind: &clientv1.SessionResponse_Pong{Pong: &clientv1.Pong{Nonce: k.Ping.GetNonce()}}})
+	}
+}
+
+// tick resends deliveries whose acknowledgement is overdue, gives up on
+// those that used their attempts, tells the client what to catch up on,
+// and flushes delivery cursors.
+func (ss *session) tick(now time.Time) {
+	timeout := ss.srv.cfg.AckTimeout
+	ss.mu.Lock()
+	for id, d := range ss.pending {
+		if now.Sub(d.sentAt) < timeout {
+			continue
+		}
+		if int(d.attempt) >= ss.srv.cfg.MaxAttempts {
+			delete(ss.pending, id)
+			ss.pauseLocked(d.msg.GetGroupId(), d.msg.GetSeq()-1)
+			continue
+		}
+		d.attempt++
+		d.sentAt = now
+		if !ss.sendLocked(d) {
+			delete(ss.pending, id)
+			ss.pauseLocked(d.msg.GetGroupId(), d.msg.GetSeq()-1)
+		}
+	}
+	ss.mu.Unlock()
+	ss.resume()
+	ss.flushCursors()
+}
+
+// resume sends a CatchUp for every paused group while there is room, and
+// lets live delivery of those groups start again.
+func (ss *session) resume() {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if len(ss.pending) > ss.maxQueued/2 {
+		return
+	}
+	for g, after := range ss.lagging {
+		// A delivery still pending for this group is superseded by the
+		// catch-up: the client fetches everything after `after`.
+		for id, d := range ss.pending {
+			if d.msg.GetGroupId() == g && d.msg.GetSeq() > after {
+				delete(ss.pending, id)
+			}
+		}
+		if !ss.control(&clientv1.SessionResponse{Kind: &clientv1.SessionResponse_CatchUp{CatchUp: &clientv1.CatchUp{GroupId: g, AfterSeq: after}}}) {
+			return
+		}
+		delete(ss.lagging, g)
+	}
+}
+
+// flushCursors writes the acknowledged positions to the data center.
+func (ss *session) flushCursors() {
+	ss.mu.Lock()
+	if len(ss.acked) == 0 {
+		ss.mu.Unlock()
+		return
+	}
+	acked := ss.acked
+	ss.acked = make(map[string]uint64)
+	ss.mu.Unlock()
+	cs := make([]datacenter.Cursor, 0, len(acked))
+	for g, seq := range acked {
+		cs = append(cs, datacenter.Cursor{UserID: ss.userID, GroupID: g, Seq: seq})
+	}
+	if err := ss.srv.store.AdvanceCursors(cs); err != nil {
+		ss.srv.log.Warn("cursor flush failed", slog.String("user", ss.userID), slog.Any("err", err))
+	}
+}
+
+func (ss *session) close() {
+	ss.mu.Lock()
+	ss.closed = true
+	ss.pending = nil
+	ss.mu.Unlock()
+}
+
+// hub is the node's registry of open sessions by user.
+type hub struct {
+	mu       sync.RWMutex
+	draining bool
+	byUser   map[string][]*session
+}
+
+func newHub() *hub { return &hub{byUser: make(map[string][]*session)} }
+
+// add registers a session and reports whether it is its user's first on
+// this node.
+func (h *hub) add(ss *session) (bool, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.draining {
+		return false, ErrDraining
+	}
+	cur := h.byUser[ss.userID]
+	// Copy on write: sessionsOf hands out the slice without a lock.
+	next := make([]*session, len(cur), len(cur)+1)
+	copy(next, cur)
+	h.byUser[ss.userID] = append(next, ss)
+	return len(cur) == 0, nil
+}
+
+// remove unregisters a session and reports whether it was its user's last
+// on this node.
+func (h *hub) remove(ss *session) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	cur := h.byUser[ss.userID]
+	next := make([]*session, 0, len(cur))
+	for _, o := range cur {
+		if o != ss {
+			next = append(next, o)
+		}
+	}
+	if len(next) == 0 {
+		delete(h.byUser, ss.userID)
+		return len(cur) > 0
+	}
+	h.byUser[ss.userID] = next
+	return false
+}
+
+func (h *hub) sessionsOf(userID string) []*session {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return h.byUser[userID]
+}
+
+// drain refuses new sessions and ends the open ones.
+func (h *hub) drain() {
+	h.mu.Lock()
+	h.draining = true
+	var all []*session
+	for _, ss := range h.byUser {
+		all = append(all, ss...)
+	}
+	h.mu.Unlock()
+	for _, ss := range all {
+		ss.cancel(ErrDraining)
+	}
+}
+
+// Drain ends every open Session stream with UNAVAILABLE and refuses new
+// ones, so that a graceful stop of the gRPC server does not wait for
+// streams that never end on their own.
+func (s *Server) Drain() { s.hub.drain() }
+
