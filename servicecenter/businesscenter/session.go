@@ -392,4 +392,3 @@ func (h *hub) drain() {
 // ones, so that a graceful stop of the gRPC server does not wait for
 // streams that never end on their own.
 func (s *Server) Drain() { s.hub.drain() }
-
