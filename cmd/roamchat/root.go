@@ -1,0 +1,203 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+// Exit codes.
+const (
+	exitOK    = 0
+	exitError = 1 // the command ran and failed
+	exitUsage = 2 // the command line was wrong; nothing was attempted
+)
+
+// defaultServer is the region address used when neither the --server flag,
+// the saved profile nor $ROAMCHAT_SERVER names one.
+const defaultServer = "127.0.0.1:7100"
+
+const defaultTimeout = 10 * time.Second
+
+// app is what every command shares: the I/O streams, the global flags, and
+// what was learned while running (the profile in use, for error hints).
+type app struct {
+	stdin          io.Reader
+	stdout, stderr io.Writer
+	loc            *time.Location // timestamps are printed in it
+
+	server  string // --server, as given
+	profile string
+	timeout time.Duration
+	tls     bool
+	caFile  string
+
+	serverSet bool     // --server was given explicitly
+	prof      *profile // the loaded profile, once a command loaded it
+}
+
+func newApp(stdin io.Reader, stdout, stderr io.Writer) *app {
+	return &app{stdin: stdin, stdout: stdout, stderr: stderr, loc: time.Local}
+}
+
+// run runs roamchat with args (without the program name) and returns the
+// process exit code.
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	return newApp(stdin, stdout, stderr).run(ctx, args)
+}
+
+func (a *app) run(ctx context.Context, args []string) int {
+	root := a.rootCmd()
+	root.SetArgs(args)
+	cmd, err := root.ExecuteContextC(ctx)
+	if err == nil {
+		return exitOK
+	}
+	return a.report(cmd, err)
+}
+
+// newRootCmd returns the roamchat command tree writing to the given streams.
+func newRootCmd(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
+	return newApp(stdin, stdout, stderr).rootCmd()
+}
+
+func (a *app) rootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "roamchat [flags] <command>",
+		Short: "Client for a roamfed group chat federation",
+		Long: `roamchat talks to one region of a roamfed federation as a user.
+
+The region address comes from --server, else from the saved profile, else
+from $ROAMCHAT_SERVER, else ` + defaultServer + `. Login saves the session
+in a profile under $ROAMCHAT_CONFIG_DIR/profiles (by default the user config
+directory's roamfed/profiles); --profile picks another one.`,
+		Args:          cobra.ArbitraryArgs,
+		SilenceErrors: true,
+		SilenceUsage:  true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			a.serverSet = cmd.Flags().Changed("server")
+			return a.validateGlobals()
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return usagef("missing command")
+			}
+			return unknownCommand(cmd, args[0])
+		},
+	}
+	root.SetIn(a.stdin)
+	root.SetOut(a.stdout)
+	root.SetErr(a.stderr)
+	root.CompletionOptions.DisableDefaultCmd = true
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+
+	f := root.PersistentFlags()
+	f.StringVar(&a.server, "server", "", "region address `host:port` (default: profile's server, $ROAMCHAT_SERVER, or "+defaultServer+")")
+	f.StringVar(&a.profile, "profile", "default", "saved session to use")
+	f.DurationVar(&a.timeout, "timeout", defaultTimeout, "time limit for each call to the region (0: none)")
+	f.BoolVar(&a.tls, "tls", false, "connect with TLS, verifying the region against the system roots")
+	f.StringVar(&a.caFile, "ca", "", "verify the region against the CA certificates in `FILE` (implies --tls)")
+
+	root.AddCommand(
+		a.registerCmd(),
+		a.loginCmd(),
+		a.logoutCmd(),
+		a.whoamiCmd(),
+		a.groupCmd(),
+		a.sendCmd(),
+		a.historyCmd(),
+		a.tailCmd(),
+		a.chatCmd(),
+	)
+	return root
+}
+
+func (a *app) validateGlobals() error {
+	if err := validProfileName(a.profile); err != nil {
+		return usageError{fmt.Errorf("--profile: %w", err)}
+	}
+	if a.timeout < 0 {
+		return usagef("--timeout: must not be negative")
+	}
+	if a.serverSet && strings.TrimSpace(a.server) == "" {
+		return usagef("--server: empty address")
+	}
+	if a.caFile != "" {
+		a.tls = true
+	}
+	return nil
+}
+
+// report prints err for the command that failed and returns the exit code.
+func (a *app) report(cmd *cobra.Command, err error) int {
+	if ue, ok := errors.AsType[usageError](err); ok {
+		path := "roamchat"
+		if cmd != nil {
+			path = cmd.CommandPath()
+		}
+		fmt.Fprintf(a.stderr, "roamchat: %v\nRun '%s --help' for usage.\n", ue.err, path)
+		return exitUsage
+	}
+	prefix := "roamchat: "
+	if op := opName(cmd); op != "" {
+		prefix += op + ": "
+	}
+	fmt.Fprintln(a.stderr, prefix+a.describe(err))
+	return exitError
+}
+
+// opName is the command path without the program name: "group create".
+func opName(cmd *cobra.Command) string {
+	if cmd == nil || !cmd.HasParent() {
+		return ""
+	}
+	_, op, _ := strings.Cut(cmd.CommandPath(), " ")
+	return op
+}
+
+// usageError marks a wrong command line: it exits with exitUsage.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+func usagef(format string, args ...any) error {
+	return usageError{fmt.Errorf(format, args...)}
+}
+
+func unknownCommand(cmd *cobra.Command, name string) error {
+	msg := fmt.Sprintf("unknown command %q for %q", name, cmd.CommandPath())
+	if s := cmd.SuggestionsFor(name); len(s) > 0 {
+		msg += fmt.Sprintf(" (did you mean %q?)", s[0])
+	}
+	return usageError{errors.New(msg)}
+}
+
+// args checks the positional arguments: exactly the names given, the last
+// of which may end in "..." to take one or more; a name in brackets is
+// optional ("[GROUP...]").
+func args(names ...string) cobra.PositionalArgs {
+	return func(_ *cobra.Command, got []string) error {
+		min, max := 0, len(names)
+		for _, n := range names {
+			if !strings.HasPrefix(n, "[") {
+				min++
+			}
+		}
+		if len(names) > 0 && strings.HasSuffix(names[len(names)-1], "...") {
+			max = -1
+		}
+		switch {
+		case len(got) < min:
+			return usagef("missing %s", strings.Trim(names[len(got)], "[]."))
+		case max >= 0 && len(got) > max:
+			return usagef("unexpected argument %q", got[max])
+		}
+		return nil
+	}
+}
