@@ -81,7 +81,7 @@ func Start(cfg Config) (st *Stack, err error) {
 		}
 	}()
 
-	s.store, err = datacenter.Open(filepath.Clean(cfg.DataDir), datacenter.Options{Logger: log})
+	s.store, err = datacenter.Open(filepath.Clean(cfg.DataDir), datacenter.Options{Region: cfg.Region, Logger: log})
 	if err != nil {
 		return nil, err
 	}

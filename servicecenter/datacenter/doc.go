@@ -38,6 +38,9 @@
 //	m/<group_id>/<seq:8>                 record.v1.Message
 //	i/<group_id>/<sender_id>/<client_msg_id>   seq:8
 //	c/<user_id>/<group_id>               seq:8, the last sequence the user acknowledged
+//	d/<kind>/<key>                       roaming.v1.DirectoryRecord: where a user, username or group lives
+//	e/<owner>/<batch:4>/<kind>/<key>     empty: the record is in owner's directory batch
+//	v/<owner>/<batch:4>                  roaming.v1.BatchVersion of owner's batch
 //
 // Records are protobuf (api/record/v1); a reader ignores fields it does not know.
 package datacenter

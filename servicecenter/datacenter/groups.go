@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	recordv1 "github.com/roamfed/roamfed/api/record/v1"
+	roamingv1 "github.com/roamfed/roamfed/api/roaming/v1"
 )
 
 // CreateGroup stores a new group and indexes its members. The store takes
@@ -24,12 +25,21 @@ func (s *Store) CreateGroup(g *recordv1.Group) error {
 	if old != nil {
 		return ErrGroupExists
 	}
-	return s.writeGroup(nil, g)
+	var dir *roamingv1.DirectoryRecord
+	if s.region != "" && g.GetHomeRegion() == s.region {
+		dir = &roamingv1.DirectoryRecord{Kind: roamingv1.DirectoryKind_DIRECTORY_KIND_GROUP, Key: g.GetId()}
+	}
+	return s.writeGroup(nil, g, dir)
 }
 
 // Group returns the group with the given id. The record is shared with the
 // store's cache: callers must not modify it (proto.Clone it first).
 func (s *Store) Group(id string) (*recordv1.Group, error) {
+	// Without this, a cached group would be returned, and UpdateGroup and
+	// PutGroup would go on to commit to the closed database, which panics.
+	if s.isClosed() {
+		return nil, ErrClosed
+	}
 	s.groupsMu.RLock()
 	g, ok := s.groups[id]
 	s.groupsMu.RUnlock()
@@ -97,7 +107,7 @@ func (s *Store) PutGroup(g *recordv1.Group) error {
 // writeGroup stores g and moves the membership index from old's members to
 // g's. It sorts g's members by user id, which IsMember relies on; from here
 // on g belongs to the store's cache. The caller holds writeMu.
-func (s *Store) writeGroup(old, g *recordv1.Group) error {
+func (s *Store) writeGroup(old, g *recordv1.Group, dir ...*roamingv1.DirectoryRecord) error {
 	slices.SortFunc(g.Members, func(a, b *recordv1.Member) int { return strings.Compare(a.GetUserId(), b.GetUserId()) })
 	v, err := marshal(g)
 	if err != nil {
@@ -106,6 +116,11 @@ func (s *Store) writeGroup(old, g *recordv1.Group) error {
 	b := s.db.NewBatch()
 	defer b.Close()
 	_ = b.Set(key(tagGroup, g.GetId()), v, nil)
+	if len(dir) > 0 && dir[0] != nil {
+		if err := s.putOwnDirectory(b, dir...); err != nil {
+			return err
+		}
+	}
 	was := memberIDs(old)
 	now := memberIDs(g)
 	for _, u := range was {

@@ -12,6 +12,9 @@ const (
 	tagMessage    = 'm'
 	tagIdem       = 'i'
 	tagCursor     = 'c'
+	tagDirectory  = 'd'
+	tagDirIndex   = 'e'
+	tagDirVersion = 'v'
 )
 
 func key(tag byte, parts ...string) []byte {

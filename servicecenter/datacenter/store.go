@@ -34,8 +34,12 @@ var (
 	ErrCorrupt = errors.New("datacenter: corrupt record")
 )
 
-// Options tune a Store. The zero value is the production default.
+// Options tune a Store.
 type Options struct {
+	// Region is the region this store belongs to: users and groups homed
+	// there are published in its home directory. Empty keeps no directory
+	// of its own.
+	Region string
 	// Logger receives Pebble's events and the store's own; nil discards.
 	Logger *slog.Logger
 	// FS replaces the disk, for fault-injection tests.
@@ -48,8 +52,9 @@ type Options struct {
 
 // Store is a region's data center. It is safe for concurrent use.
 type Store struct {
-	db  *pebble.DB
-	log *slog.Logger
+	db     *pebble.DB
+	log    *slog.Logger
+	region string
 
 	// writeMu serializes read-modify-write of users and groups, which are
 	// rare next to message appends.
@@ -99,6 +104,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	s := &Store{
 		db:     db,
 		log:    opts.Logger,
+		region: opts.Region,
 		groups: make(map[string]*recordv1.Group),
 		closed: make(chan struct{}),
 	}

@@ -8,6 +8,7 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 
 	recordv1 "github.com/roamfed/roamfed/api/record/v1"
+	roamingv1 "github.com/roamfed/roamfed/api/roaming/v1"
 )
 
 // CreateUser stores a new user. It fails with ErrUserExists when the name is
@@ -30,6 +31,14 @@ func (s *Store) CreateUser(u *recordv1.User) error {
 	defer b.Close()
 	_ = b.Set(key(tagUser, u.GetId()), v, nil)
 	_ = b.Set(key(tagUsername, u.GetName()), []byte(u.GetId()), nil)
+	if s.region != "" && u.GetHomeRegion() == s.region {
+		if err := s.putOwnDirectory(b,
+			&roamingv1.DirectoryRecord{Kind: roamingv1.DirectoryKind_DIRECTORY_KIND_USER, Key: u.GetId(), UserId: u.GetId()},
+			&roamingv1.DirectoryRecord{Kind: roamingv1.DirectoryKind_DIRECTORY_KIND_USERNAME, Key: u.GetName(), UserId: u.GetId()},
+		); err != nil {
+			return err
+		}
+	}
 	if err := b.Commit(pebble.Sync); err != nil {
 		return fmt.Errorf("pebble commit user: %w", err)
 	}
