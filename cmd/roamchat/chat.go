@@ -36,7 +36,9 @@ input leaves. GROUP is a group id, or the name of one of your groups.`,
 			}
 			f := a.newFollower(c, "chat")
 			f.only = map[string]bool{group: true}
-			f.start = func(ctx context.Context) error { return f.startBack(ctx, group, chatBacklog) }
+			f.start = func(ctx context.Context, ack func([]uint64) error) error {
+				return f.startBack(ctx, group, chatBacklog, ack)
+			}
 			// Ends the line reader's sends when chat returns.
 			ctx, cancel := context.WithCancel(ctx)
 			defer cancel()
@@ -47,9 +49,9 @@ input leaves. GROUP is a group id, or the name of one of your groups.`,
 	}
 }
 
-// startBack follows group from n messages before its latest. The messages
-// themselves are printed by the history fill that follows the start.
-func (f *follower) startBack(ctx context.Context, group string, n uint64) error {
+// startBack follows group from n messages before its latest, and prints
+// those.
+func (f *follower) startBack(ctx context.Context, group string, n uint64, ack func([]uint64) error) error {
 	cctx, cancel := f.a.callCtx(ctx)
 	defer cancel()
 	g, err := f.c.api.GetGroup(cctx, &clientv1.GetGroupRequest{GroupId: group})
@@ -67,7 +69,7 @@ func (f *follower) startBack(ctx context.Context, group string, n uint64) error 
 	}
 	f.box.follow(group, from)
 	fmt.Fprintf(f.a.stderr, "* chatting in %s (%s); /quit to leave\n", clean(g.GetGroup().GetName()), group)
-	return nil
+	return f.fill(ctx, group, ack)
 }
 
 // say sends one line the user typed. The message is printed when it comes

@@ -172,6 +172,9 @@ func usagef(format string, args ...any) error {
 
 func unknownCommand(cmd *cobra.Command, name string) error {
 	msg := fmt.Sprintf("unknown command %q for %q", name, cmd.CommandPath())
+	if cmd.SuggestionsMinimumDistance <= 0 {
+		cmd.SuggestionsMinimumDistance = 2 // cobra's own default, set lazily
+	}
 	if s := cmd.SuggestionsFor(name); len(s) > 0 {
 		msg += fmt.Sprintf(" (did you mean %q?)", s[0])
 	}
@@ -189,7 +192,7 @@ func args(names ...string) cobra.PositionalArgs {
 				min++
 			}
 		}
-		if len(names) > 0 && strings.HasSuffix(names[len(names)-1], "...") {
+		if len(names) > 0 && strings.HasSuffix(strings.Trim(names[len(names)-1], "[]"), "...") {
 			max = -1
 		}
 		switch {

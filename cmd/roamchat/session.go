@@ -52,8 +52,10 @@ type follower struct {
 	// only holds the groups to print; nil prints every group.
 	only map[string]bool
 	// start runs once, when the first stream is ready, to choose where each
-	// group starts (tail: its latest message; chat: 20 back).
-	start func(ctx context.Context) error
+	// group starts and print what should come first (tail: nothing, from
+	// each group's latest message on; chat: the last 20 messages). Deliveries
+	// wait meanwhile; ack acknowledges any it releases.
+	start func(ctx context.Context, ack func([]uint64) error) error
 	// lines, if not nil, are the user's input; onLine handles each, and
 	// errQuit from it ends the follower. A closed channel ends it too.
 	lines  <-chan string
@@ -88,7 +90,9 @@ func (a *app) newFollower(c *conn, op string) *follower {
 }
 
 // run follows until ctx is done, the region ends the stream, the input
-// ends, or an error that a new stream would not cure.
+// ends, or an error that a new stream would not cure. A first stream that
+// fails ends it too: the region is wrong or down, and the user should know
+// now rather than watch retries.
 func (f *follower) run(ctx context.Context) error {
 	for {
 		err := f.runStream(ctx)
@@ -98,7 +102,7 @@ func (f *follower) run(ctx context.Context) error {
 		case errors.Is(err, errStreamEnded):
 			fmt.Fprintf(f.a.stderr, "roamchat: %s: %v\n", f.op, err)
 			return nil
-		case !retryableStream(err):
+		case !f.started || !retryableStream(err):
 			return err
 		}
 		wait := f.retry.wait()
@@ -207,17 +211,19 @@ func (f *follower) runStream(ctx context.Context) (err error) {
 		}
 		return nil
 	}
+	// The stream is up before any history is read, so nothing committed in
+	// between is missed; what both bring is printed once.
 	if !f.started {
-		if err := f.start(ctx); err != nil {
+		if err := f.start(ctx, ack); err != nil {
 			return err
 		}
 		f.started = true
-	}
-	// The stream is up before the history is read, so nothing committed in
-	// between is missed; what both bring is printed once.
-	for _, g := range f.box.followed() {
-		if err := f.fill(ctx, g, ack); err != nil {
-			return err
+	} else {
+		// Reconnected: fetch what was committed while the stream was down.
+		for _, g := range f.box.followed() {
+			if err := f.fill(ctx, g, ack); err != nil {
+				return err
+			}
 		}
 	}
 	f.retry.reset()

@@ -45,7 +45,7 @@ of your groups.`,
 }
 
 // startAtEnd follows each group from its latest message on.
-func (f *follower) startAtEnd(ctx context.Context) error {
+func (f *follower) startAtEnd(ctx context.Context, _ func([]uint64) error) error {
 	cctx, cancel := f.a.callCtx(ctx)
 	defer cancel()
 	resp, err := f.c.api.ListGroups(cctx, &clientv1.ListGroupsRequest{})
