@@ -7,18 +7,23 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	clientv1 "github.com/roamfed/roamfed/api/client/v1"
 	recordv1 "github.com/roamfed/roamfed/api/record/v1"
+	roamingv1 "github.com/roamfed/roamfed/api/roaming/v1"
 	"github.com/roamfed/roamfed/internal/ids"
 	"github.com/roamfed/roamfed/internal/password"
 	"github.com/roamfed/roamfed/internal/validate"
 	"github.com/roamfed/roamfed/servicecenter/datacenter"
 )
 
-// Register creates an account homed in this region.
+// Register creates an account homed in this region. Usernames are unique
+// across the federation as far as the home directory knows: two regions
+// registering one name within a replication interval of each other is not
+// detected.
 func (s *Server) Register(ctx context.Context, req *clientv1.RegisterRequest) (*clientv1.RegisterResponse, error) {
 	if err := errors.Join(
 		validate.Username("username", req.GetUsername()),
@@ -27,10 +32,13 @@ func (s *Server) Register(ctx context.Context, req *clientv1.RegisterRequest) (*
 	); err != nil {
 		return nil, err
 	}
-	if _, err := s.store.UserByName(req.GetUsername()); err == nil {
+	switch _, err := s.locate(ctx, roamingv1.DirectoryKind_DIRECTORY_KIND_USERNAME, req.GetUsername()); {
+	case err == nil:
 		return nil, fmt.Errorf("username %q: %w", req.GetUsername(), datacenter.ErrUserExists)
+	case !errors.Is(err, datacenter.ErrNotInDirectory):
+		return nil, err
 	}
-	hash, err := s.hash(ctx, req.GetPassword())
+	hash, err := s.creds.hash(ctx, req.GetPassword())
 	if err != nil {
 		return nil, err
 	}
@@ -49,7 +57,8 @@ func (s *Server) Register(ctx context.Context, req *clientv1.RegisterRequest) (*
 	return &clientv1.RegisterResponse{UserId: u.GetId(), HomeRegion: u.GetHomeRegion()}, nil
 }
 
-// Login checks a user's credentials and opens a login session.
+// Login checks a user's credentials at the user's home region and opens a
+// login session here.
 func (s *Server) Login(ctx context.Context, req *clientv1.LoginRequest) (*clientv1.LoginResponse, error) {
 	if err := errors.Join(
 		validate.Username("username", req.GetUsername()),
@@ -57,38 +66,44 @@ func (s *Server) Login(ctx context.Context, req *clientv1.LoginRequest) (*client
 	); err != nil {
 		return nil, err
 	}
-	u, err := s.store.UserByName(req.GetUsername())
-	if errors.Is(err, datacenter.ErrUserNotFound) {
+	var u *recordv1.User
+	rec, err := s.locate(ctx, roamingv1.DirectoryKind_DIRECTORY_KIND_USERNAME, req.GetUsername())
+	switch {
+	case errors.Is(err, datacenter.ErrNotInDirectory):
 		// Spend the same time as a wrong password, so that timing does
 		// not tell which usernames exist.
-		_ = s.verify(ctx, req.GetPassword(), s.dummyHash())
+		_ = s.creds.verify(ctx, req.GetPassword(), s.creds.dummy())
 		return nil, ErrBadCredentials
+	case err != nil:
+		return nil, err
+	case rec.GetHomeRegion() == s.cfg.Region:
+		u, err = s.home.VerifyLogin(ctx, req.GetUsername(), req.GetPassword())
+	default:
+		u, err = s.roaming.VerifyLogin(ctx, rec.GetHomeRegion(), &roamingv1.VerifyLoginRequest{
+			Username: req.GetUsername(), Password: req.GetPassword(),
+		})
 	}
 	if err != nil {
 		return nil, err
 	}
-	if err := s.verify(ctx, req.GetPassword(), u.GetCredentialHash()); err != nil {
-		if errors.Is(err, password.ErrMismatch) {
-			return nil, ErrBadCredentials
-		}
-		return nil, err
-	}
 	token := newToken()
 	now := s.cfg.Now()
-	rec := &recordv1.SessionToken{
-		UserId:    u.GetId(),
-		IssuedAt:  timestamppb.New(now),
-		ExpiresAt: timestamppb.New(now.Add(s.cfg.TokenTTL)),
-		Region:    s.cfg.Region,
+	session := &recordv1.SessionToken{
+		UserId:     u.GetId(),
+		IssuedAt:   timestamppb.New(now),
+		ExpiresAt:  timestamppb.New(now.Add(s.cfg.TokenTTL)),
+		Region:     s.cfg.Region,
+		Username:   u.GetName(),
+		HomeRegion: u.GetHomeRegion(),
 	}
-	if err := s.store.PutSession(token, rec); err != nil {
+	if err := s.store.PutSession(token, session); err != nil {
 		return nil, err
 	}
 	return &clientv1.LoginResponse{
 		Token:      token,
 		UserId:     u.GetId(),
 		HomeRegion: u.GetHomeRegion(),
-		ExpiresAt:  rec.GetExpiresAt(),
+		ExpiresAt:  session.GetExpiresAt(),
 		Region:     s.cfg.Region,
 	}, nil
 }
@@ -105,25 +120,42 @@ func (s *Server) Logout(ctx context.Context, _ *clientv1.LogoutRequest) (*client
 	return &clientv1.LogoutResponse{}, nil
 }
 
-func (s *Server) hash(ctx context.Context, pw string) (string, error) {
-	if err := s.acquireHashing(ctx); err != nil {
-		return "", err
-	}
-	defer func() { <-s.hashing }()
-	return password.Hash(pw, s.cfg.Password), nil
+// credentials hashes and verifies passwords, bounding how many argon2id
+// computations (each costs Params.Memory) run at once.
+type credentials struct {
+	params password.Params
+	slots  chan struct{}
+	dummy  func() string
 }
 
-func (s *Server) verify(ctx context.Context, pw, phc string) error {
-	if err := s.acquireHashing(ctx); err != nil {
+func newCredentials(p password.Params) *credentials {
+	return &credentials{
+		params: p,
+		slots:  make(chan struct{}, 4),
+		// A hash to verify against when a login names no known user.
+		dummy: sync.OnceValue(func() string { return password.Hash("roamfed: no such user", p) }),
+	}
+}
+
+func (c *credentials) hash(ctx context.Context, pw string) (string, error) {
+	if err := c.acquire(ctx); err != nil {
+		return "", err
+	}
+	defer func() { <-c.slots }()
+	return password.Hash(pw, c.params), nil
+}
+
+func (c *credentials) verify(ctx context.Context, pw, phc string) error {
+	if err := c.acquire(ctx); err != nil {
 		return err
 	}
-	defer func() { <-s.hashing }()
+	defer func() { <-c.slots }()
 	return password.Verify(pw, phc)
 }
 
-func (s *Server) acquireHashing(ctx context.Context) error {
+func (c *credentials) acquire(ctx context.Context) error {
 	select {
-	case s.hashing <- struct{}{}:
+	case c.slots <- struct{}{}:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()

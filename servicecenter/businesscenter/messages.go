@@ -11,8 +11,10 @@ import (
 
 	clientv1 "github.com/roamfed/roamfed/api/client/v1"
 	recordv1 "github.com/roamfed/roamfed/api/record/v1"
+	roamingv1 "github.com/roamfed/roamfed/api/roaming/v1"
 	"github.com/roamfed/roamfed/internal/ids"
 	"github.com/roamfed/roamfed/internal/validate"
+	"github.com/roamfed/roamfed/servicecenter/datacenter"
 )
 
 // History page sizes.
@@ -21,8 +23,8 @@ const (
 	maxHistoryLimit     = 1000
 )
 
-// SendMessage commits a message to a group homed here and returns its
-// sequence number once it is synced.
+// SendMessage has the group's home commit a message and returns its
+// sequence number once it is synced there.
 func (s *Server) SendMessage(ctx context.Context, req *clientv1.SendMessageRequest) (*clientv1.SendMessageResponse, error) {
 	c, err := s.authenticate(ctx)
 	if err != nil {
@@ -38,7 +40,7 @@ func (s *Server) SendMessage(ctx context.Context, req *clientv1.SendMessageReque
 	if err := s.pool.CheckMessageSize("user:"+c.userID, len(req.GetBody())); err != nil {
 		return nil, err
 	}
-	_, m, err := s.memberGroup(req.GetGroupId(), c.userID)
+	home, err := s.groupHome(ctx, req.GetGroupId())
 	if err != nil {
 		return nil, err
 	}
@@ -50,18 +52,22 @@ func (s *Server) SendMessage(ctx context.Context, req *clientv1.SendMessageReque
 	if clientMsgID == "" {
 		clientMsgID = msgID
 	}
-	now := timestamppb.New(s.cfg.Now())
-	res, err := s.store.Append(ctx, &recordv1.Message{
+	m := &recordv1.Message{
 		GroupId:      req.GetGroupId(),
 		MessageId:    msgID,
 		SenderId:     c.userID,
-		SenderName:   m.GetName(),
+		SenderName:   c.username,
 		ClientMsgId:  clientMsgID,
 		Body:         req.GetBody(),
-		SentAt:       now,
-		CommittedAt:  now,
+		SentAt:       timestamppb.New(s.cfg.Now()),
 		OriginRegion: s.cfg.Region,
-	})
+	}
+	var res datacenter.Appended
+	if home == s.cfg.Region {
+		res, err = s.home.Commit(ctx, m)
+	} else {
+		res, err = s.roaming.Submit(ctx, home, m)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -74,7 +80,8 @@ func (s *Server) SendMessage(ctx context.Context, req *clientv1.SendMessageReque
 	}, nil
 }
 
-// GetHistory returns a group's messages after a sequence number.
+// GetHistory returns a group's messages after a sequence number, from the
+// group's home.
 func (s *Server) GetHistory(ctx context.Context, req *clientv1.GetHistoryRequest) (*clientv1.GetHistoryResponse, error) {
 	c, err := s.authenticate(ctx)
 	if err != nil {
@@ -83,36 +90,35 @@ func (s *Server) GetHistory(ctx context.Context, req *clientv1.GetHistoryRequest
 	if err := validate.ID("group_id", ids.Group, req.GetGroupId()); err != nil {
 		return nil, err
 	}
-	if _, _, err := s.memberGroup(req.GetGroupId(), c.userID); err != nil {
-		return nil, err
-	}
-	limit := int(req.GetLimit())
-	switch {
-	case limit == 0:
-		limit = defaultHistoryLimit
-	case limit > maxHistoryLimit:
-		limit = maxHistoryLimit
-	}
-	// Read the last sequence number first: the page then never ends past
-	// it, and has_more covers anything committed in between.
-	last, err := s.store.LastSeq(req.GetGroupId())
+	home, err := s.groupHome(ctx, req.GetGroupId())
 	if err != nil {
 		return nil, err
 	}
-	msgs, more, err := s.store.History(req.GetGroupId(), req.GetAfterSeq(), limit)
+	fetch := &roamingv1.FetchHistoryRequest{
+		GroupId:  req.GetGroupId(),
+		UserId:   c.userID,
+		AfterSeq: req.GetAfterSeq(),
+		Limit:    min(req.GetLimit(), maxHistoryLimit),
+	}
+	var page *roamingv1.FetchHistoryResponse
+	if home == s.cfg.Region {
+		page, err = s.home.History(fetch)
+	} else {
+		page, err = s.roaming.FetchHistory(ctx, home, fetch)
+	}
 	if err != nil {
 		return nil, err
 	}
-	resp := &clientv1.GetHistoryResponse{LastSeq: last, HasMore: more}
-	for _, m := range msgs {
+	resp := &clientv1.GetHistoryResponse{LastSeq: page.GetLastSeq(), HasMore: page.GetHasMore()}
+	for _, m := range page.GetMessages() {
 		resp.Messages = append(resp.Messages, messageToClient(m))
 	}
 	return resp, nil
 }
 
 // publishCommitted is the data center's commit hook: it publishes each
-// newly committed message on the bus for the region's nodes, in commit
-// order.
+// newly committed message on the bus for this region's nodes and hands it
+// to the roaming system for the other regions, in commit order.
 func (s *Server) publishCommitted(msgs []*recordv1.Message) {
 	for _, m := range msgs {
 		g, err := s.store.Group(m.GetGroupId())
@@ -125,6 +131,18 @@ func (s *Server) publishCommitted(msgs []*recordv1.Message) {
 		for i, mem := range g.GetMembers() {
 			f.Recipients[i] = mem.GetUserId()
 		}
+		s.publish(s.fanoutSubject, f)
+		if s.roaming != nil {
+			s.roaming.Committed(g, m)
+		}
+	}
+}
+
+// Deliver hands messages committed at another region to the sessions of
+// their recipients in this region. The roaming system calls it, in the
+// order the home committed them.
+func (s *Server) Deliver(items []*recordv1.Fanout) {
+	for _, f := range items {
 		s.publish(s.fanoutSubject, f)
 	}
 }

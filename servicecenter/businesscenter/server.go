@@ -30,6 +30,8 @@ type Config struct {
 	Pool   *resourcepool.Pool
 	Bus    *nats.Conn
 	Logger *slog.Logger
+	// Roaming reaches the other regions; nil serves a region on its own.
+	Roaming Roaming
 
 	// TokenTTL is how long a login session lasts; 0 means 24 hours.
 	TokenTTL time.Duration
@@ -83,20 +85,19 @@ func (c *Config) setDefaults() error {
 type Server struct {
 	clientv1.UnimplementedClientServiceServer
 
-	cfg   Config
-	log   *slog.Logger
-	store *datacenter.Store
-	pool  *resourcepool.Pool
-	bus   *nats.Conn
+	cfg     Config
+	log     *slog.Logger
+	store   *datacenter.Store
+	pool    *resourcepool.Pool
+	bus     *nats.Conn
+	home    *Home
+	roaming Roaming
 
 	fanoutSubject   string
 	presenceSubject string
 	subs            []*nats.Subscription
 
-	// hashing bounds concurrent argon2id work, which costs memory.
-	hashing chan struct{}
-	// dummyHash is verified against when a login names no known user.
-	dummyHash func() string
+	creds *credentials
 
 	hub      *hub
 	presence *presenceTable
@@ -120,14 +121,15 @@ func New(cfg Config) (*Server, error) {
 		store:           cfg.Store,
 		pool:            cfg.Pool,
 		bus:             cfg.Bus,
+		roaming:         cfg.Roaming,
+		creds:           newCredentials(cfg.Password),
 		fanoutSubject:   "roamfed." + cfg.Region + ".fanout",
 		presenceSubject: "roamfed." + cfg.Region + ".presence",
-		hashing:         make(chan struct{}, 4),
 		hub:             newHub(),
 		presence:        newPresenceTable(),
 		stop:            make(chan struct{}),
 	}
-	s.dummyHash = sync.OnceValue(func() string { return password.Hash("roamfed: no such user", cfg.Password) })
+	s.home = &Home{region: cfg.Region, store: cfg.Store, now: cfg.Now, creds: s.creds}
 	for subject, handle := range map[string]nats.MsgHandler{
 		s.fanoutSubject:   s.onFanout,
 		s.presenceSubject: s.onPresence,
@@ -194,8 +196,15 @@ func (s *Server) janitor() {
 
 // caller is the authenticated user of a call.
 type caller struct {
-	userID string
-	token  string
+	userID   string
+	username string
+	home     string
+	token    string
+}
+
+// member is the caller's membership record for a group it joins.
+func (c caller) member() *recordv1.Member {
+	return &recordv1.Member{UserId: c.userID, Name: c.username, HomeRegion: c.home}
 }
 
 // authenticate reads the bearer token of the call and returns its user.
@@ -216,18 +225,5 @@ func (s *Server) authenticate(ctx context.Context) (caller, error) {
 	if err != nil {
 		return caller{}, err
 	}
-	return caller{userID: rec.GetUserId(), token: token}, nil
-}
-
-// memberGroup returns a group homed here that userID is a member of.
-func (s *Server) memberGroup(groupID, userID string) (*recordv1.Group, *recordv1.Member, error) {
-	g, err := s.store.Group(groupID)
-	if err != nil {
-		return nil, nil, fmt.Errorf("group %s: %w", groupID, err)
-	}
-	m := datacenter.FindMember(g, userID)
-	if m == nil {
-		return nil, nil, fmt.Errorf("group %s: %w", groupID, ErrNotMember)
-	}
-	return g, m, nil
+	return caller{userID: rec.GetUserId(), username: rec.GetUsername(), home: rec.GetHomeRegion(), token: token}, nil
 }

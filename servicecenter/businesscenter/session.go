@@ -26,10 +26,6 @@ func (s *Server) Session(stream clientv1.ClientService_SessionServer) error {
 	if err != nil {
 		return err
 	}
-	u, err := s.store.User(c.userID)
-	if err != nil {
-		return err
-	}
 	release, err := s.pool.AcquireSession("user:" + c.userID)
 	if err != nil {
 		return err
@@ -40,8 +36,9 @@ func (s *Server) Session(stream clientv1.ClientService_SessionServer) error {
 	defer cancel(nil)
 	ss := &session{
 		id:        ids.New(ids.Session),
-		userID:    u.GetId(),
-		username:  u.GetName(),
+		userID:    c.userID,
+		username:  c.username,
+		home:      c.home,
 		srv:       s,
 		cancel:    cancel,
 		maxQueued: s.pool.Limits().MaxQueuedPerSession,
@@ -50,19 +47,19 @@ func (s *Server) Session(stream clientv1.ClientService_SessionServer) error {
 		lagging:   make(map[string]uint64),
 		acked:     make(map[string]uint64),
 	}
-	peers, err := s.coMembers(ss.userID)
+	peers, err := s.coMembers(ctx, ss.userID)
 	if err != nil {
 		return err
 	}
 	// Register before Ready so that nothing committed after Ready is
 	// missed; deliveries queue in out until the writer starts.
-	first, err := s.hub.add(ss)
+	first, err := s.hub.add(ss, peers)
 	if err != nil {
 		return err
 	}
 	defer func() {
 		if s.hub.remove(ss) {
-			s.announce(ss, false, peers)
+			s.announce(ss, false)
 		}
 		ss.flushCursors()
 	}()
@@ -75,7 +72,7 @@ func (s *Server) Session(stream clientv1.ClientService_SessionServer) error {
 		return err
 	}
 	if first {
-		s.announce(ss, true, peers)
+		s.announce(ss, true)
 	}
 
 	errc := make(chan error, 2)
@@ -141,6 +138,7 @@ const controlSlots = 64
 
 type session struct {
 	id, userID, username string
+	home                 string
 	srv                  *Server
 	cancel               context.CancelCauseFunc
 	maxQueued            int
@@ -323,18 +321,27 @@ func (ss *session) close() {
 	ss.mu.Unlock()
 }
 
-// hub is the node's registry of open sessions by user.
+// hub is the node's registry of open sessions: by user, and by the users
+// whose presence each session watches.
 type hub struct {
 	mu       sync.RWMutex
 	draining bool
 	byUser   map[string][]*session
+	watchers map[string]map[*session]struct{}
+	watching map[*session][]string
 }
 
-func newHub() *hub { return &hub{byUser: make(map[string][]*session)} }
+func newHub() *hub {
+	return &hub{
+		byUser:   make(map[string][]*session),
+		watchers: make(map[string]map[*session]struct{}),
+		watching: make(map[*session][]string),
+	}
+}
 
-// add registers a session and reports whether it is its user's first on
-// this node.
-func (h *hub) add(ss *session) (bool, error) {
+// add registers a session watching peers and reports whether it is its
+// user's first on this node.
+func (h *hub) add(ss *session, peers []string) (bool, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.draining {
@@ -345,7 +352,34 @@ func (h *hub) add(ss *session) (bool, error) {
 	next := make([]*session, len(cur), len(cur)+1)
 	copy(next, cur)
 	h.byUser[ss.userID] = append(next, ss)
+	h.watchLocked(ss, peers)
 	return len(cur) == 0, nil
+}
+
+// watch adds peers to what a registered session watches.
+func (h *hub) watch(ss *session, peers []string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if _, ok := h.watching[ss]; ok {
+		h.watchLocked(ss, peers)
+	}
+}
+
+func (h *hub) watchLocked(ss *session, peers []string) {
+	for _, p := range peers {
+		w := h.watchers[p]
+		if w == nil {
+			w = make(map[*session]struct{})
+			h.watchers[p] = w
+		}
+		if _, dup := w[ss]; !dup {
+			w[ss] = struct{}{}
+			h.watching[ss] = append(h.watching[ss], p)
+		}
+	}
+	if h.watching[ss] == nil {
+		h.watching[ss] = []string{}
+	}
 }
 
 // remove unregisters a session and reports whether it was its user's last
@@ -353,6 +387,13 @@ func (h *hub) add(ss *session) (bool, error) {
 func (h *hub) remove(ss *session) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	for _, p := range h.watching[ss] {
+		delete(h.watchers[p], ss)
+		if len(h.watchers[p]) == 0 {
+			delete(h.watchers, p)
+		}
+	}
+	delete(h.watching, ss)
 	cur := h.byUser[ss.userID]
 	next := make([]*session, 0, len(cur))
 	for _, o := range cur {
@@ -366,6 +407,17 @@ func (h *hub) remove(ss *session) bool {
 	}
 	h.byUser[ss.userID] = next
 	return false
+}
+
+// watchersOf returns the sessions that watch a user's presence.
+func (h *hub) watchersOf(userID string) []*session {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	out := make([]*session, 0, len(h.watchers[userID]))
+	for ss := range h.watchers[userID] {
+		out = append(out, ss)
+	}
+	return out
 }
 
 func (h *hub) sessionsOf(userID string) []*session {

@@ -427,11 +427,15 @@ func (x *Message) GetOriginRegion() string {
 // SessionToken is the stored form of a login session. The token itself is
 // never stored: its SHA-256 is the key.
 type SessionToken struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
-	IssuedAt      *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=issued_at,json=issuedAt,proto3" json:"issued_at,omitempty"`
-	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
-	Region        string                 `protobuf:"bytes,4,opt,name=region,proto3" json:"region,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	UserId    string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	IssuedAt  *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=issued_at,json=issuedAt,proto3" json:"issued_at,omitempty"`
+	ExpiresAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	// The region that issued the token.
+	Region   string `protobuf:"bytes,4,opt,name=region,proto3" json:"region,omitempty"`
+	Username string `protobuf:"bytes,5,opt,name=username,proto3" json:"username,omitempty"`
+	// The user's home region, which verified the login.
+	HomeRegion    string `protobuf:"bytes,6,opt,name=home_region,json=homeRegion,proto3" json:"home_region,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -490,6 +494,20 @@ func (x *SessionToken) GetExpiresAt() *timestamppb.Timestamp {
 func (x *SessionToken) GetRegion() string {
 	if x != nil {
 		return x.Region
+	}
+	return ""
+}
+
+func (x *SessionToken) GetUsername() string {
+	if x != nil {
+		return x.Username
+	}
+	return ""
+}
+
+func (x *SessionToken) GetHomeRegion() string {
+	if x != nil {
+		return x.HomeRegion
 	}
 	return ""
 }
@@ -694,13 +712,16 @@ const file_record_v1_record_proto_rawDesc = "" +
 	"\asent_at\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\x06sentAt\x12=\n" +
 	"\fcommitted_at\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\vcommittedAt\x12#\n" +
 	"\rorigin_region\x18\n" +
-	" \x01(\tR\foriginRegion\"\xb3\x01\n" +
+	" \x01(\tR\foriginRegion\"\xf0\x01\n" +
 	"\fSessionToken\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x127\n" +
 	"\tissued_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\bissuedAt\x129\n" +
 	"\n" +
 	"expires_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x12\x16\n" +
-	"\x06region\x18\x04 \x01(\tR\x06region\"V\n" +
+	"\x06region\x18\x04 \x01(\tR\x06region\x12\x1a\n" +
+	"\busername\x18\x05 \x01(\tR\busername\x12\x1f\n" +
+	"\vhome_region\x18\x06 \x01(\tR\n" +
+	"homeRegion\"V\n" +
 	"\x06Fanout\x12,\n" +
 	"\amessage\x18\x01 \x01(\v2\x12.record.v1.MessageR\amessage\x12\x1e\n" +
 	"\n" +

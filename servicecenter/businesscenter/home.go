@@ -1,0 +1,287 @@
+package businesscenter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	recordv1 "github.com/roamfed/roamfed/api/record/v1"
+	roamingv1 "github.com/roamfed/roamfed/api/roaming/v1"
+	"github.com/roamfed/roamfed/internal/password"
+	"github.com/roamfed/roamfed/internal/validate"
+	"github.com/roamfed/roamfed/servicecenter/datacenter"
+)
+
+// Home is the authority for the users and groups homed in this region. It
+// answers this region's own clients and, through the roaming system, every
+// other region: each check (membership, versions, credentials) happens here,
+// at the home, whoever asks.
+type Home struct {
+	region string
+	store  *datacenter.Store
+	now    func() time.Time
+	creds  *credentials
+}
+
+// ErrNotHomedHere is also what Home returns for a group or user that lives
+// elsewhere: a region answers only for what it homes.
+
+// homedGroup returns a group homed in this region.
+func (h *Home) homedGroup(groupID string) (*recordv1.Group, error) {
+	g, err := h.store.Group(groupID)
+	if err != nil {
+		return nil, fmt.Errorf("group %s: %w", groupID, err)
+	}
+	if g.GetHomeRegion() != h.region {
+		return nil, fmt.Errorf("group %s: %w (%s)", groupID, ErrNotHomedHere, g.GetHomeRegion())
+	}
+	return g, nil
+}
+
+// memberGroup returns a group homed here with userID's membership of it.
+func (h *Home) memberGroup(groupID, userID string) (*recordv1.Group, *recordv1.Member, error) {
+	g, err := h.homedGroup(groupID)
+	if err != nil {
+		return nil, nil, err
+	}
+	m := datacenter.FindMember(g, userID)
+	if m == nil {
+		return nil, nil, fmt.Errorf("group %s: %w", groupID, ErrNotMember)
+	}
+	return g, m, nil
+}
+
+// GetGroup returns a group's data to one of its members.
+func (h *Home) GetGroup(groupID, userID string) (*recordv1.Group, error) {
+	g, _, err := h.memberGroup(groupID, userID)
+	return g, err
+}
+
+// StoreGroup applies one change to a group homed here and assigns its new
+// version. Joining when already a member and leaving when not are refused
+// only for leave (ErrNotMember); a repeated join changes nothing.
+func (h *Home) StoreGroup(req *roamingv1.StoreGroupRequest) (*recordv1.Group, error) {
+	userID := req.GetUserId()
+	if _, err := h.homedGroup(req.GetGroupId()); err != nil {
+		return nil, err
+	}
+	if j := req.GetJoin(); j != nil {
+		if j.GetUserId() != userID {
+			return nil, &validate.Error{Field: "join.user_id", Reason: "must be the acting user"}
+		}
+		if g, err := h.store.Group(req.GetGroupId()); err == nil && datacenter.IsMember(g, userID) {
+			return g, nil
+		}
+	}
+	g, err := h.store.UpdateGroup(req.GetGroupId(), func(g *recordv1.Group) error {
+		now := timestamppb.New(h.now())
+		switch c := req.GetChange().(type) {
+		case *roamingv1.StoreGroupRequest_Join:
+			if datacenter.IsMember(g, userID) {
+				return errAlreadyMember
+			}
+			m := proto.Clone(c.Join).(*recordv1.Member)
+			m.JoinedAt = now
+			g.Members = append(g.Members, m)
+		case *roamingv1.StoreGroupRequest_Leave:
+			i := slicesIndexMember(g, userID)
+			if i < 0 {
+				return ErrNotMember
+			}
+			g.Members = append(g.Members[:i], g.Members[i+1:]...)
+		case *roamingv1.StoreGroupRequest_Update:
+			if !datacenter.IsMember(g, userID) {
+				return ErrNotMember
+			}
+			if err := applyUpdate(g, c.Update); err != nil {
+				return err
+			}
+		default:
+			return &validate.Error{Field: "change", Reason: "must be one of update, join, leave"}
+		}
+		g.UpdatedAt = now
+		return nil
+	})
+	if errors.Is(err, errAlreadyMember) {
+		return h.store.Group(req.GetGroupId())
+	}
+	if err != nil {
+		return nil, fmt.Errorf("group %s: %w", req.GetGroupId(), err)
+	}
+	return g, nil
+}
+
+// errAlreadyMember aborts a join that raced with another join.
+var errAlreadyMember = errors.New("already a member")
+
+func slicesIndexMember(g *recordv1.Group, userID string) int {
+	for i, m := range g.GetMembers() {
+		if m.GetUserId() == userID {
+			return i
+		}
+	}
+	return -1
+}
+
+// applyUpdate applies an update's fields to g after validating them.
+func applyUpdate(g *recordv1.Group, u *roamingv1.GroupChange) error {
+	if err := errors.Join(
+		validateOptional(u.Name, func(v string) error { return validate.Name("name", v, true) }),
+		validateOptional(u.Notice, func(v string) error { return validate.Text("notice", v, validate.MaxNoticeBytes, false) }),
+		validate.Settings("settings", u.GetSettings()),
+	); err != nil {
+		return err
+	}
+	if v := u.GetExpectedVersion(); v != 0 && v != g.GetVersion() {
+		return fmt.Errorf("%w: expected %d, now %d", ErrVersionMismatch, v, g.GetVersion())
+	}
+	if u.Name != nil {
+		g.Name = u.GetName()
+	}
+	if u.Notice != nil {
+		g.Notice = u.GetNotice()
+	}
+	if len(u.GetSettings()) > 0 && g.Settings == nil {
+		g.Settings = make(map[string]string)
+	}
+	for k, v := range u.GetSettings() {
+		if v == "" {
+			delete(g.Settings, k)
+		} else {
+			g.Settings[k] = v
+		}
+	}
+	return validate.Settings("settings", g.GetSettings())
+}
+
+func validateOptional(v *string, check func(string) error) error {
+	if v == nil {
+		return nil
+	}
+	return check(*v)
+}
+
+// Commit commits a message to a group homed here, from one of its members.
+// m carries message_id, sender_id, client_msg_id, body, sent_at and
+// origin_region; Commit sets sender_name, committed_at and seq.
+func (h *Home) Commit(ctx context.Context, m *recordv1.Message) (datacenter.Appended, error) {
+	if err := errors.Join(
+		validate.ClientMsgID("client_msg_id", m.GetClientMsgId()),
+		validate.Body("body", m.GetBody()),
+	); err != nil {
+		return datacenter.Appended{}, err
+	}
+	_, mem, err := h.memberGroup(m.GetGroupId(), m.GetSenderId())
+	if err != nil {
+		return datacenter.Appended{}, err
+	}
+	m.SenderName = mem.GetName()
+	m.CommittedAt = timestamppb.New(h.now())
+	return h.store.Append(ctx, m)
+}
+
+// History returns a group's messages after a sequence number, for a member.
+func (h *Home) History(req *roamingv1.FetchHistoryRequest) (*roamingv1.FetchHistoryResponse, error) {
+	if _, _, err := h.memberGroup(req.GetGroupId(), req.GetUserId()); err != nil {
+		return nil, err
+	}
+	limit := int(req.GetLimit())
+	switch {
+	case limit == 0:
+		limit = defaultHistoryLimit
+	case limit > maxHistoryLimit:
+		limit = maxHistoryLimit
+	}
+	// Read the last sequence number first: the page then never ends past
+	// it, and has_more covers anything committed in between.
+	last, err := h.store.LastSeq(req.GetGroupId())
+	if err != nil {
+		return nil, err
+	}
+	msgs, more, err := h.store.History(req.GetGroupId(), req.GetAfterSeq(), limit)
+	if err != nil {
+		return nil, err
+	}
+	return &roamingv1.FetchHistoryResponse{Messages: msgs, LastSeq: last, HasMore: more}, nil
+}
+
+// VerifyLogin checks the credentials of a user homed here and returns the
+// user without the credential hash.
+func (h *Home) VerifyLogin(ctx context.Context, username, pw string) (*recordv1.User, error) {
+	u, err := h.store.UserByName(username)
+	if errors.Is(err, datacenter.ErrUserNotFound) {
+		// Spend the same time as a wrong password, so that timing does
+		// not tell which usernames exist.
+		_ = h.creds.verify(ctx, pw, h.creds.dummy())
+		return nil, ErrBadCredentials
+	}
+	if err != nil {
+		return nil, err
+	}
+	if u.GetHomeRegion() != h.region {
+		return nil, fmt.Errorf("user %s: %w", username, ErrNotHomedHere)
+	}
+	if err := h.creds.verify(ctx, pw, u.GetCredentialHash()); err != nil {
+		if errors.Is(err, password.ErrMismatch) {
+			return nil, ErrBadCredentials
+		}
+		return nil, err
+	}
+	out := proto.Clone(u).(*recordv1.User)
+	out.CredentialHash = ""
+	return out, nil
+}
+
+// SetLocation records where a user homed here is connected: region, or
+// nowhere (at home or offline) when online is false and region is where
+// the user was.
+func (h *Home) SetLocation(userID, region string, online bool) error {
+	loc := region
+	if region == h.region {
+		loc = ""
+	}
+	if !online {
+		cur, err := h.store.Locate(roamingv1.DirectoryKind_DIRECTORY_KIND_USER, userID)
+		if err != nil {
+			return fmt.Errorf("user %s: %w", userID, err)
+		}
+		if cur.GetLocation() != region {
+			// The user has moved on since; keep the newer location.
+			return nil
+		}
+		loc = ""
+	}
+	return h.store.SetLocation(userID, loc)
+}
+
+// UserGroups returns the groups homed here that userID is a member of.
+func (h *Home) UserGroups(userID string) ([]*roamingv1.UserGroup, error) {
+	gids, err := h.store.GroupsOf(userID)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]*roamingv1.UserGroup, 0, len(gids))
+	for _, id := range gids {
+		g, err := h.store.Group(id)
+		if err != nil {
+			return nil, fmt.Errorf("group %s: %w", id, err)
+		}
+		if g.GetHomeRegion() != h.region {
+			continue
+		}
+		last, err := h.store.LastSeq(id)
+		if err != nil {
+			return nil, err
+		}
+		read, err := h.store.CursorOf(userID, id)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, &roamingv1.UserGroup{Group: g, LastSeq: last, ReadSeq: min(read, last)})
+	}
+	return out, nil
+}
