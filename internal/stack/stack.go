@@ -27,6 +27,9 @@ import (
 	"github.com/roamfed/roamfed/api/rpcstatus"
 	"github.com/roamfed/roamfed/internal/bus"
 	"github.com/roamfed/roamfed/internal/password"
+	"github.com/roamfed/roamfed/regions"
+	"github.com/roamfed/roamfed/roaming"
+	roamingpool "github.com/roamfed/roamfed/roaming/resourcepool"
 	"github.com/roamfed/roamfed/servicecenter/businesscenter"
 	"github.com/roamfed/roamfed/servicecenter/datacenter"
 	"github.com/roamfed/roamfed/servicecenter/resourcepool"
@@ -42,6 +45,18 @@ type Config struct {
 	Limits  resourcepool.Limits
 	Logger  *slog.Logger
 
+	// Federation lists every region; nil runs the region on its own.
+	Federation *regions.Federation
+	// RoamingAddr overrides the federation file's roaming address for
+	// this region (tests use 127.0.0.1:0).
+	RoamingAddr string
+	// RoamingLimits is the budget for cross-region work.
+	RoamingLimits roamingpool.Limits
+	// ReplicateEvery is the home directory replication interval.
+	ReplicateEvery time.Duration
+	// DialOptions are added to every peer connection.
+	DialOptions []grpc.DialOption
+
 	// Tuning for tests; zero values are the production defaults.
 	AckTimeout  time.Duration
 	MaxAttempts int
@@ -55,6 +70,7 @@ type Stack struct {
 	store  *datacenter.Store
 	bus    *bus.Bus
 	bc     *businesscenter.Server
+	roam   *roaming.System
 	grpc   *grpc.Server
 	health *health.Server
 	lis    net.Listener
@@ -93,6 +109,25 @@ func Start(cfg Config) (st *Stack, err error) {
 	}
 	undo = append(undo, s.bus.Close)
 
+	var roam businesscenter.Roaming
+	if cfg.Federation != nil {
+		s.roam, err = roaming.New(roaming.Config{
+			Federation:     cfg.Federation,
+			Self:           cfg.Region,
+			Store:          s.store,
+			Limits:         cfg.RoamingLimits,
+			Logger:         cfg.Logger,
+			ListenAddr:     cfg.RoamingAddr,
+			ReplicateEvery: cfg.ReplicateEvery,
+			DialOptions:    cfg.DialOptions,
+		})
+		if err != nil {
+			return nil, err
+		}
+		undo = append(undo, func() { _ = s.roam.Close() })
+		roam = s.roam
+	}
+
 	s.bc, err = businesscenter.New(businesscenter.Config{
 		Region:      cfg.Region,
 		Store:       s.store,
@@ -102,11 +137,19 @@ func Start(cfg Config) (st *Stack, err error) {
 		AckTimeout:  cfg.AckTimeout,
 		MaxAttempts: cfg.MaxAttempts,
 		Password:    cfg.Password,
+		Roaming:     roam,
 	})
 	if err != nil {
 		return nil, err
 	}
 	undo = append(undo, func() { _ = s.bc.Close() })
+	if s.roam != nil {
+		// Peers may call as soon as this listens; the service center
+		// is ready for them.
+		if err := s.roam.Start(s.bc.Home(), s.bc); err != nil {
+			return nil, err
+		}
+	}
 
 	s.lis, err = net.Listen("tcp", cfg.ClientAddr)
 	if err != nil {
@@ -134,6 +177,20 @@ func Start(cfg Config) (st *Stack, err error) {
 	return s, nil
 }
 
+// RoamingAddr is the address peers connect to; empty when not federated.
+func (s *Stack) RoamingAddr() string {
+	if s.roam == nil {
+		return ""
+	}
+	return s.roam.Addr()
+}
+
+// Roaming is the region's roaming system; nil when not federated.
+func (s *Stack) Roaming() *roaming.System { return s.roam }
+
+// Region is the region's name.
+func (s *Stack) Region() string { return s.cfg.Region }
+
 // ClientAddr is the address clients connect to.
 func (s *Stack) ClientAddr() string { return s.lis.Addr().String() }
 
@@ -160,7 +217,11 @@ func (s *Stack) Shutdown(ctx context.Context) error {
 		s.grpc.Stop()
 		<-stopped
 	}
-	errs := []error{s.bc.Close()}
+	var errs []error
+	if s.roam != nil {
+		errs = append(errs, s.roam.Close())
+	}
+	errs = append(errs, s.bc.Close())
 	s.bus.Close()
 	errs = append(errs, s.store.Close())
 	s.log.Info("region stopped")

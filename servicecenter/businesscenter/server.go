@@ -227,3 +227,7 @@ func (s *Server) authenticate(ctx context.Context) (caller, error) {
 	}
 	return caller{userID: rec.GetUserId(), username: rec.GetUsername(), home: rec.GetHomeRegion(), token: token}, nil
 }
+
+// Home is the authority for what this region homes, for the roaming system
+// to answer peers with.
+func (s *Server) Home() *Home { return s.home }

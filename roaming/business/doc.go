@@ -1,0 +1,21 @@
+// Package business is the roaming system's business module: it carries
+// group communication between regions.
+//
+// Outbound, a Submitter per peer carries messages to the home of their
+// group on one long-lived Submit stream, batching those that queue up and
+// keeping at most the peer's window in flight; each caller waits for its
+// own message's result. A Deliverer per peer carries committed messages and
+// presence changes on one Deliver stream the same way, resending what was
+// in flight when a stream breaks.
+//
+// The Router decides where committed messages go (DESIGN.md flow 5): it
+// splits a group's members by the region each is connected to now (their
+// location in the home directory, else their home region) and hands each
+// region one Fanout with its recipients. Inbound deliveries are
+// de-duplicated by message id and recipient; a recipient homed here but
+// connected elsewhere is forwarded there, since the home knows the location
+// first.
+//
+// The Server answers peers: Submit commits through the region's Home,
+// Deliver hands batches to the Router, Heartbeat answers.
+package business

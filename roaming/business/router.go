@@ -1,0 +1,237 @@
+package business
+
+import (
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	recordv1 "github.com/roamfed/roamfed/api/record/v1"
+	roamingv1 "github.com/roamfed/roamfed/api/roaming/v1"
+	"github.com/roamfed/roamfed/servicecenter/datacenter"
+)
+
+// Local is the region's own service center as the router hands it work.
+type Local interface {
+	// Deliver hands messages to the sessions of their recipients here.
+	Deliver(items []*recordv1.Fanout)
+	// ApplyPresence hands other regions' presence changes to the sessions
+	// here.
+	ApplyPresence(chs []*recordv1.PresenceChange)
+}
+
+// Router decides which region each committed message goes to, and takes
+// what peers deliver here.
+type Router struct {
+	region string
+	store  *datacenter.Store
+	out    map[string]*Deliverer
+	log    *slog.Logger
+	local  atomic.Pointer[Local]
+
+	commits chan committed
+	dropped atomic.Uint64
+
+	locMu    sync.Mutex
+	locCache map[string]locEntry
+
+	seen *recentSet
+
+	stop chan struct{}
+	done chan struct{}
+	once sync.Once
+}
+
+type committed struct {
+	g *recordv1.Group
+	m *recordv1.Message
+}
+
+type locEntry struct {
+	region  string
+	expires time.Time
+}
+
+// locTTL is how long a member's region is reused before the directory is
+// read again. Replication already lags by its interval; this adds little.
+const locTTL = 250 * time.Millisecond
+
+// NewRouter starts a router sending through out (one Deliverer per peer).
+func NewRouter(region string, store *datacenter.Store, out map[string]*Deliverer, log *slog.Logger) *Router {
+	r := &Router{
+		region:   region,
+		store:    store,
+		out:      out,
+		log:      log,
+		commits:  make(chan committed, 1<<16),
+		locCache: make(map[string]locEntry),
+		seen:     newRecentSet(1 << 18),
+		stop:     make(chan struct{}),
+		done:     make(chan struct{}),
+	}
+	go r.run()
+	return r
+}
+
+// SetLocal names the service center that takes inbound deliveries.
+func (r *Router) SetLocal(l Local) { r.local.Store(&l) }
+
+// Stop ends the routing goroutine.
+func (r *Router) Stop() {
+	r.once.Do(func() { close(r.stop) })
+	<-r.done
+}
+
+// Committed queues a message just committed here for the other regions. It
+// never blocks; when the queue is full the message is left to catch-up.
+func (r *Router) Committed(g *recordv1.Group, m *recordv1.Message) {
+	select {
+	case r.commits <- committed{g: g, m: m}:
+	default:
+		if r.dropped.Add(1)%1000 == 1 {
+			r.log.Warn("routing queue full; remote recipients will catch up from history", slog.Uint64("dropped", r.dropped.Load()))
+		}
+	}
+}
+
+// Presence sends a local user's presence change to every peer.
+func (r *Router) Presence(ch *recordv1.PresenceChange) {
+	for _, d := range r.out {
+		d.Enqueue(nil, ch)
+	}
+}
+
+func (r *Router) run() {
+	defer close(r.done)
+	for {
+		select {
+		case <-r.stop:
+			return
+		case c := <-r.commits:
+			r.route(c.g, c.m)
+		}
+	}
+}
+
+// route splits a group's members by the region each is at and sends each
+// other region one fanout.
+func (r *Router) route(g *recordv1.Group, m *recordv1.Message) {
+	byRegion := make(map[string][]string)
+	for _, mem := range g.GetMembers() {
+		where := r.where(mem.GetUserId(), mem.GetHomeRegion())
+		if where != r.region {
+			byRegion[where] = append(byRegion[where], mem.GetUserId())
+		}
+	}
+	for region, recipients := range byRegion {
+		d, ok := r.out[region]
+		if !ok {
+			r.log.Warn("members in a region not in the federation", slog.String("region", region), slog.Int("members", len(recipients)))
+			continue
+		}
+		d.Enqueue(&recordv1.Fanout{Message: m, Recipients: recipients}, nil)
+	}
+}
+
+// where returns the region a user is connected to now, as far as the home
+// directory knows, else the user's home.
+func (r *Router) where(userID, home string) string {
+	now := time.Now()
+	r.locMu.Lock()
+	e, ok := r.locCache[userID]
+	r.locMu.Unlock()
+	if ok && now.Before(e.expires) {
+		return e.region
+	}
+	region := home
+	if rec, err := r.store.Locate(roamingv1.DirectoryKind_DIRECTORY_KIND_USER, userID); err == nil {
+		region = rec.GetHomeRegion()
+		if rec.GetLocation() != "" {
+			region = rec.GetLocation()
+		}
+	}
+	r.locMu.Lock()
+	if len(r.locCache) > 1<<20 {
+		clear(r.locCache)
+	}
+	r.locCache[userID] = locEntry{region: region, expires: now.Add(locTTL)}
+	r.locMu.Unlock()
+	return region
+}
+
+// Inbound takes a batch a peer delivered: duplicates are dropped, recipients
+// homed here but connected elsewhere are forwarded there, the rest are
+// handed to the local service center.
+func (r *Router) Inbound(peer string, req *roamingv1.DeliverRequest) {
+	lp := r.local.Load()
+	var items []*recordv1.Fanout
+	for _, f := range req.GetItems() {
+		var here []string
+		forward := make(map[string][]string)
+		for _, uid := range f.GetRecipients() {
+			if !r.seen.add(f.GetMessage().GetMessageId(), uid) {
+				continue
+			}
+			if loc := r.forwardTo(uid); loc != "" && loc != r.region {
+				forward[loc] = append(forward[loc], uid)
+				continue
+			}
+			here = append(here, uid)
+		}
+		if len(here) > 0 {
+			items = append(items, &recordv1.Fanout{Message: f.GetMessage(), Recipients: here})
+		}
+		for region, uids := range forward {
+			if d, ok := r.out[region]; ok {
+				d.Enqueue(&recordv1.Fanout{Message: f.GetMessage(), Recipients: uids}, nil)
+			}
+		}
+	}
+	if lp == nil {
+		return
+	}
+	if len(items) > 0 {
+		(*lp).Deliver(items)
+	}
+	if len(req.GetPresence()) > 0 {
+		(*lp).ApplyPresence(req.GetPresence())
+	}
+}
+
+// forwardTo returns where a user homed here is connected, if elsewhere.
+func (r *Router) forwardTo(userID string) string {
+	rec, err := r.store.Locate(roamingv1.DirectoryKind_DIRECTORY_KIND_USER, userID)
+	if err != nil || rec.GetHomeRegion() != r.region {
+		return ""
+	}
+	return rec.GetLocation()
+}
+
+// recentSet remembers the last n (message, recipient) pairs seen.
+type recentSet struct {
+	mu   sync.Mutex
+	set  map[string]struct{}
+	ring []string
+	next int
+}
+
+func newRecentSet(n int) *recentSet {
+	return &recentSet{set: make(map[string]struct{}, n), ring: make([]string, n)}
+}
+
+// add records a pair and reports whether it was new.
+func (s *recentSet) add(msgID, recipient string) bool {
+	k := msgID + "/" + recipient
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.set[k]; ok {
+		return false
+	}
+	if old := s.ring[s.next]; old != "" {
+		delete(s.set, old)
+	}
+	s.ring[s.next] = k
+	s.next = (s.next + 1) % len(s.ring)
+	s.set[k] = struct{}{}
+	return true
+}

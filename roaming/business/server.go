@@ -1,0 +1,135 @@
+package business
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"sync"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	recordv1 "github.com/roamfed/roamfed/api/record/v1"
+	roamingv1 "github.com/roamfed/roamfed/api/roaming/v1"
+	"github.com/roamfed/roamfed/api/rpcstatus"
+	"github.com/roamfed/roamfed/roaming/resourcepool"
+	"github.com/roamfed/roamfed/servicecenter/businesscenter"
+)
+
+// Server answers other regions' BusinessService calls.
+type Server struct {
+	roamingv1.UnimplementedBusinessServiceServer
+	region string
+	log    *slog.Logger
+	home   *businesscenter.Home
+	router *Router
+	// maxBatch bounds the messages of one Submit or Deliver batch.
+	maxBatch int
+}
+
+var _ roamingv1.BusinessServiceServer = (*Server)(nil)
+
+// NewServer returns a BusinessService server.
+func NewServer(region string, log *slog.Logger, home *businesscenter.Home, router *Router, maxBatch int) *Server {
+	return &Server{region: region, log: log, home: home, router: router, maxBatch: maxBatch}
+}
+
+// Submit commits the messages a peer submits to groups homed here. Batches
+// are committed concurrently, so that they share the data center's syncs;
+// each is answered when all its messages have a result.
+func (s *Server) Submit(stream roamingv1.BusinessService_SubmitServer) error {
+	peer, err := resourcepool.RegionFromContext(stream.Context())
+	if err != nil {
+		return err
+	}
+	ctx := stream.Context()
+	var (
+		sendMu sync.Mutex
+		wg     sync.WaitGroup
+	)
+	defer wg.Wait()
+	for {
+		req, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if n := len(req.GetMessages()); n > s.maxBatch {
+			return status.Errorf(codes.InvalidArgument, "submit batch of %d messages; at most %d", n, s.maxBatch)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp := &roamingv1.SubmitResponse{BatchId: req.GetBatchId(), Results: s.commitAll(ctx, peer, req.GetMessages())}
+			sendMu.Lock()
+			defer sendMu.Unlock()
+			_ = stream.Send(resp) // a failed send ends the stream; the peer resubmits
+		}()
+	}
+}
+
+func (s *Server) commitAll(ctx context.Context, peer string, msgs []*recordv1.Message) []*roamingv1.SubmitResult {
+	results := make([]*roamingv1.SubmitResult, len(msgs))
+	var wg sync.WaitGroup
+	for i, m := range msgs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i] = s.commitOne(ctx, peer, m)
+		}()
+	}
+	wg.Wait()
+	return results
+}
+
+func (s *Server) commitOne(ctx context.Context, peer string, m *recordv1.Message) *roamingv1.SubmitResult {
+	r := &roamingv1.SubmitResult{MessageId: m.GetMessageId()}
+	if m.GetOriginRegion() != peer {
+		r.Code, r.Error = int32(codes.PermissionDenied), "message origin "+m.GetOriginRegion()+" is not the submitting region "+peer
+		return r
+	}
+	res, err := s.home.Commit(ctx, m)
+	if err != nil {
+		st := status.Convert(rpcstatus.Convert(s.log, "roaming.v1.BusinessService/Submit", err))
+		r.Code, r.Error = int32(st.Code()), st.Message()
+		return r
+	}
+	r.MessageId = res.Message.GetMessageId()
+	r.Seq = res.Message.GetSeq()
+	r.Duplicate = res.Duplicate
+	r.CommittedAt = res.Message.GetCommittedAt()
+	return r
+}
+
+// Deliver takes committed messages and presence changes from a peer.
+func (s *Server) Deliver(stream roamingv1.BusinessService_DeliverServer) error {
+	peer, err := resourcepool.RegionFromContext(stream.Context())
+	if err != nil {
+		return err
+	}
+	for {
+		req, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if n := len(req.GetItems()) + len(req.GetPresence()); n > s.maxBatch {
+			return status.Errorf(codes.InvalidArgument, "deliver batch of %d items; at most %d", n, s.maxBatch)
+		}
+		s.router.Inbound(peer, req)
+		if err := stream.Send(&roamingv1.DeliverResponse{BatchId: req.GetBatchId()}); err != nil {
+			return err
+		}
+	}
+}
+
+// Heartbeat answers a peer's link probe.
+func (s *Server) Heartbeat(context.Context, *roamingv1.HeartbeatRequest) (*roamingv1.HeartbeatResponse, error) {
+	return &roamingv1.HeartbeatResponse{Region: s.region, ReceivedAt: timestamppb.Now()}, nil
+}

@@ -1,0 +1,272 @@
+package dataservice
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	recordv1 "github.com/roamfed/roamfed/api/record/v1"
+	roamingv1 "github.com/roamfed/roamfed/api/roaming/v1"
+	"github.com/roamfed/roamfed/roaming/resourcepool"
+	"github.com/roamfed/roamfed/servicecenter/datacenter"
+)
+
+// Client makes DataService calls to peer regions for this region.
+type Client struct {
+	region string
+	peers  *resourcepool.Peers
+	store  *datacenter.Store
+	log    *slog.Logger
+}
+
+// NewClient returns a Client that reaches peers through peers and keeps
+// the home directory copies in store.
+func NewClient(region string, peers *resourcepool.Peers, store *datacenter.Store, log *slog.Logger) *Client {
+	return &Client{region: region, peers: peers, store: store, log: log}
+}
+
+func (c *Client) stub(peer string) (roamingv1.DataServiceClient, error) {
+	conn, err := c.peers.Conn(peer)
+	if err != nil {
+		return nil, err
+	}
+	return roamingv1.NewDataServiceClient(conn), nil
+}
+
+// callCtx bounds one unary call to a peer.
+func (c *Client) callCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, c.peers.Limits().CallTimeout)
+}
+
+// Locate finds where a user, username or group lives: in the local
+// directory, else by asking every peer at once and caching the answer.
+func (c *Client) Locate(ctx context.Context, kind roamingv1.DirectoryKind, key string) (*roamingv1.DirectoryRecord, error) {
+	rec, err := c.store.Locate(kind, key)
+	if !errors.Is(err, datacenter.ErrNotInDirectory) {
+		return rec, err
+	}
+	ctx, cancel := c.callCtx(ctx)
+	defer cancel()
+	type answer struct {
+		rec *roamingv1.DirectoryRecord
+		err error
+	}
+	names := c.peers.Names()
+	answers := make(chan answer, len(names))
+	for _, peer := range names {
+		go func() {
+			stub, err := c.stub(peer)
+			if err != nil {
+				answers <- answer{err: err}
+				return
+			}
+			resp, err := stub.Locate(ctx, &roamingv1.LocateRequest{Keys: []*roamingv1.DirectoryKey{{Kind: kind, Key: key}}})
+			if err != nil {
+				answers <- answer{err: fmt.Errorf("locate at %s: %w", peer, err)}
+				return
+			}
+			for _, r := range resp.GetRecords() {
+				// Only the home's word is taken: a peer's copy of a third
+				// region's record may be stale.
+				if r.GetKind() == kind && r.GetKey() == key && r.GetHomeRegion() == peer {
+					answers <- answer{rec: r}
+					return
+				}
+			}
+			answers <- answer{}
+		}()
+	}
+	var errs []error
+	for range names {
+		a := <-answers
+		if a.rec != nil {
+			if err := c.store.CacheDirectory(a.rec); err != nil {
+				c.log.Warn("directory cache write failed", slog.Any("err", err))
+			}
+			return a.rec, nil
+		}
+		if a.err != nil {
+			errs = append(errs, a.err)
+		}
+	}
+	if len(errs) > 0 {
+		// Some peer could not answer: the record may exist there.
+		c.log.Debug("locate incomplete", slog.String("key", key), slog.Any("err", errors.Join(errs...)))
+	}
+	return nil, datacenter.ErrNotInDirectory
+}
+
+// GetGroup asks a group's home for its data.
+func (c *Client) GetGroup(ctx context.Context, home string, req *roamingv1.GetGroupRequest) (*recordv1.Group, error) {
+	stub, err := c.stub(home)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := c.callCtx(ctx)
+	defer cancel()
+	resp, err := stub.GetGroup(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	return resp.GetGroup(), nil
+}
+
+// StoreGroup asks a group's home to apply a change.
+func (c *Client) StoreGroup(ctx context.Context, home string, req *roamingv1.StoreGroupRequest) (*recordv1.Group, error) {
+	stub, err := c.stub(home)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := c.callCtx(ctx)
+	defer cancel()
+	resp, err := stub.StoreGroup(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	return resp.GetGroup(), nil
+}
+
+// FetchHistory asks a group's home for messages.
+func (c *Client) FetchHistory(ctx context.Context, home string, req *roamingv1.FetchHistoryRequest) (*roamingv1.FetchHistoryResponse, error) {
+	stub, err := c.stub(home)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := c.callCtx(ctx)
+	defer cancel()
+	return stub.FetchHistory(ctx, req)
+}
+
+// VerifyLogin asks a user's home to check credentials.
+func (c *Client) VerifyLogin(ctx context.Context, home string, req *roamingv1.VerifyLoginRequest) (*recordv1.User, error) {
+	stub, err := c.stub(home)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := c.callCtx(ctx)
+	defer cancel()
+	resp, err := stub.VerifyLogin(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	return resp.GetUser(), nil
+}
+
+// UpdateLocation tells a user's home where the user is connected.
+func (c *Client) UpdateLocation(ctx context.Context, home string, req *roamingv1.UpdateLocationRequest) error {
+	stub, err := c.stub(home)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := c.callCtx(ctx)
+	defer cancel()
+	_, err = stub.UpdateLocation(ctx, req)
+	return err
+}
+
+// ListUserGroups asks every peer for the user's groups homed there. A peer
+// that cannot answer is logged and left out: the list is then partial,
+// which is better than none while a link is down.
+func (c *Client) ListUserGroups(ctx context.Context, userID string) ([]*roamingv1.UserGroup, error) {
+	ctx, cancel := c.callCtx(ctx)
+	defer cancel()
+	var (
+		mu  sync.Mutex
+		out []*roamingv1.UserGroup
+		wg  sync.WaitGroup
+	)
+	for _, peer := range c.peers.Names() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			stub, err := c.stub(peer)
+			if err != nil {
+				return
+			}
+			resp, err := stub.ListUserGroups(ctx, &roamingv1.ListUserGroupsRequest{UserId: userID})
+			if err != nil {
+				c.log.Warn("list user groups: peer did not answer", slog.String("peer", peer), slog.Any("err", err))
+				return
+			}
+			mu.Lock()
+			out = append(out, resp.GetGroups()...)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return out, nil
+}
+
+// Replicate runs one round of directory replication against every peer.
+func (c *Client) Replicate(ctx context.Context) error {
+	var wg sync.WaitGroup
+	errs := make([]error, len(c.peers.Names()))
+	for i, peer := range c.peers.Names() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = c.replicateFrom(ctx, peer)
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+func (c *Client) replicateFrom(ctx context.Context, peer string) error {
+	held, err := c.store.DirectoryVersions(peer)
+	if err != nil {
+		return err
+	}
+	stub, err := c.stub(peer)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := c.callCtx(ctx)
+	defer cancel()
+	resp, err := stub.ReplicateDirectory(ctx, &roamingv1.ReplicateDirectoryRequest{Held: held})
+	if err != nil {
+		return fmt.Errorf("replicate from %s: %w", peer, err)
+	}
+	if resp.GetRegion() != peer {
+		return fmt.Errorf("replicate from %s: peer answered as %q", peer, resp.GetRegion())
+	}
+	if len(resp.GetUpdates()) == 0 {
+		return nil
+	}
+	if err := c.store.ApplyDirectory(peer, resp.GetUpdates()); err != nil {
+		return fmt.Errorf("replicate from %s: %w", peer, err)
+	}
+	n := 0
+	for _, u := range resp.GetUpdates() {
+		n += len(u.GetRecords())
+	}
+	c.log.Debug("directory replicated", slog.String("peer", peer), slog.Int("batches", len(resp.GetUpdates())), slog.Int("records", n))
+	return nil
+}
+
+// Run replicates every interval until ctx ends. Failures are logged at
+// most once per peer state change, since a down link fails every round.
+func (c *Client) Run(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	failing := false
+	for {
+		err := c.Replicate(ctx)
+		switch {
+		case err != nil && !failing && ctx.Err() == nil:
+			c.log.Warn("directory replication failing", slog.Any("err", err))
+			failing = true
+		case err == nil && failing:
+			c.log.Info("directory replication recovered")
+			failing = false
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}

@@ -1,0 +1,136 @@
+package dataservice
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	roamingv1 "github.com/roamfed/roamfed/api/roaming/v1"
+	"github.com/roamfed/roamfed/roaming/resourcepool"
+	"github.com/roamfed/roamfed/servicecenter/businesscenter"
+	"github.com/roamfed/roamfed/servicecenter/datacenter"
+)
+
+// Limits on what one call may ask for.
+const (
+	maxLocateKeys = 1024
+)
+
+// Server answers other regions' DataService calls for what this region
+// homes.
+type Server struct {
+	roamingv1.UnimplementedDataServiceServer
+	region string
+	store  *datacenter.Store
+	home   *businesscenter.Home
+}
+
+var _ roamingv1.DataServiceServer = (*Server)(nil)
+
+// NewServer returns a DataService server for region.
+func NewServer(region string, store *datacenter.Store, home *businesscenter.Home) *Server {
+	return &Server{region: region, store: store, home: home}
+}
+
+// Locate answers from this region's home directory, its own records and
+// those it holds of its peers.
+func (s *Server) Locate(_ context.Context, req *roamingv1.LocateRequest) (*roamingv1.LocateResponse, error) {
+	if len(req.GetKeys()) > maxLocateKeys {
+		return nil, status.Errorf(codes.InvalidArgument, "locate: %d keys; at most %d", len(req.GetKeys()), maxLocateKeys)
+	}
+	resp := &roamingv1.LocateResponse{}
+	for _, k := range req.GetKeys() {
+		rec, err := s.store.Locate(k.GetKind(), k.GetKey())
+		if errors.Is(err, datacenter.ErrNotInDirectory) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		resp.Records = append(resp.Records, rec)
+	}
+	return resp, nil
+}
+
+// GetGroup returns a group homed here to one of its members.
+func (s *Server) GetGroup(_ context.Context, req *roamingv1.GetGroupRequest) (*roamingv1.GetGroupResponse, error) {
+	g, err := s.home.GetGroup(req.GetGroupId(), req.GetUserId())
+	if err != nil {
+		return nil, err
+	}
+	return &roamingv1.GetGroupResponse{Group: g}, nil
+}
+
+// StoreGroup applies a change to a group homed here.
+func (s *Server) StoreGroup(_ context.Context, req *roamingv1.StoreGroupRequest) (*roamingv1.StoreGroupResponse, error) {
+	g, err := s.home.StoreGroup(req)
+	if err != nil {
+		return nil, err
+	}
+	return &roamingv1.StoreGroupResponse{Group: g}, nil
+}
+
+// VerifyLogin checks the credentials of a user homed here.
+func (s *Server) VerifyLogin(ctx context.Context, req *roamingv1.VerifyLoginRequest) (*roamingv1.VerifyLoginResponse, error) {
+	u, err := s.home.VerifyLogin(ctx, req.GetUsername(), req.GetPassword())
+	if err != nil {
+		return nil, err
+	}
+	return &roamingv1.VerifyLoginResponse{User: u}, nil
+}
+
+// UpdateLocation records where a user homed here is connected. A region
+// may only say that a user is (or is no longer) connected to itself.
+func (s *Server) UpdateLocation(ctx context.Context, req *roamingv1.UpdateLocationRequest) (*roamingv1.UpdateLocationResponse, error) {
+	caller, err := resourcepool.RegionFromContext(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if req.GetRegion() != caller {
+		return nil, status.Errorf(codes.PermissionDenied, "region %s cannot set a location in region %q", caller, req.GetRegion())
+	}
+	if err := s.home.SetLocation(req.GetUserId(), req.GetRegion(), req.GetOnline()); err != nil {
+		return nil, err
+	}
+	return &roamingv1.UpdateLocationResponse{}, nil
+}
+
+// ReplicateDirectory answers with what changed in this region's own
+// directory batches since the versions the caller holds.
+func (s *Server) ReplicateDirectory(_ context.Context, req *roamingv1.ReplicateDirectoryRequest) (*roamingv1.ReplicateDirectoryResponse, error) {
+	for _, h := range req.GetHeld() {
+		if h.GetBatch() >= datacenter.DirectoryBatches {
+			return nil, status.Errorf(codes.InvalidArgument, "held batch %d out of range [0,%d)", h.GetBatch(), datacenter.DirectoryBatches)
+		}
+	}
+	own, err := s.store.DirectoryVersions(s.region)
+	if err != nil {
+		return nil, err
+	}
+	updates, err := Delta(own, req.GetHeld(), func(batch uint32) ([]*roamingv1.DirectoryRecord, error) {
+		_, recs, err := s.store.DirectoryBatchRecords(s.region, batch)
+		return recs, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("directory delta: %w", err)
+	}
+	return &roamingv1.ReplicateDirectoryResponse{Region: s.region, Batches: datacenter.DirectoryBatches, Updates: updates}, nil
+}
+
+// FetchHistory returns a group's messages to one of its members.
+func (s *Server) FetchHistory(_ context.Context, req *roamingv1.FetchHistoryRequest) (*roamingv1.FetchHistoryResponse, error) {
+	return s.home.History(req)
+}
+
+// ListUserGroups returns the groups homed here that a user is a member of.
+func (s *Server) ListUserGroups(_ context.Context, req *roamingv1.ListUserGroupsRequest) (*roamingv1.ListUserGroupsResponse, error) {
+	groups, err := s.home.UserGroups(req.GetUserId())
+	if err != nil {
+		return nil, err
+	}
+	return &roamingv1.ListUserGroupsResponse{Groups: groups}, nil
+}
+
