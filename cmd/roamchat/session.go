@@ -109,7 +109,7 @@ func (f *follower) run(ctx context.Context) error {
 		if d, ok := retryDelay(err); ok && d > wait {
 			wait = d
 		}
-		fmt.Fprintf(f.a.stderr, "roamchat: %s: stream broken (%s); reconnecting in %s\n", f.op, f.a.describe(err), wait.Round(time.Millisecond))
+		fmt.Fprintf(f.a.stderr, "roamchat: %s: stream broken: %s; reconnecting in %s\n", f.op, f.a.describe(err), wait.Round(time.Millisecond))
 		if err := f.pause(ctx, wait); err != nil {
 			return nil
 		}
@@ -139,7 +139,7 @@ func (f *follower) pause(ctx context.Context, d time.Duration) error {
 }
 
 // runStream runs one Session stream to its end.
-func (f *follower) runStream(ctx context.Context) (err error) {
+func (f *follower) runStream(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	stream, err := f.c.api.Session(ctx)
 	if err != nil {
@@ -168,22 +168,12 @@ func (f *follower) runStream(ctx context.Context) (err error) {
 		wg.Wait()
 	}()
 
-	// recv waits for the next response. The receiver hands over every
-	// response before its final error, so none is lost to the select.
-	recv := func(timeout <-chan time.Time) (*clientv1.SessionResponse, error) {
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case r := <-events:
-			return r, nil
-		case err := <-recvErr:
-			if errors.Is(err, io.EOF) {
-				return nil, errStreamEnded
-			}
-			return nil, err
-		case <-timeout:
-			return nil, fmt.Errorf("session: %w", errSilent)
+	// streamErr is how the stream's end reads: EOF is the region's choice.
+	streamErr := func(err error) error {
+		if errors.Is(err, io.EOF) {
+			return errStreamEnded
 		}
+		return err
 	}
 
 	var readyTimeout <-chan time.Time
@@ -192,9 +182,15 @@ func (f *follower) runStream(ctx context.Context) (err error) {
 		defer t.Stop()
 		readyTimeout = t.C
 	}
-	first, err := recv(readyTimeout)
-	if err != nil {
-		return err
+	var first *clientv1.SessionResponse
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case first = <-events:
+	case err := <-recvErr:
+		return streamErr(err)
+	case <-readyTimeout:
+		return fmt.Errorf("session: no Ready from the region within --timeout %s", f.a.timeout)
 	}
 	ready := first.GetReady()
 	if ready == nil {
@@ -244,10 +240,9 @@ func (f *follower) runStream(ctx context.Context) (err error) {
 		case <-ctx.Done():
 			return ctx.Err()
 		case err := <-recvErr:
-			if errors.Is(err, io.EOF) {
-				return errStreamEnded
-			}
-			return err
+			// The receiver hands over every response before its final
+			// error, so none is lost to this select.
+			return streamErr(err)
 		case r := <-events:
 			heard = time.Now()
 			if err := f.handle(ctx, r, ack); err != nil {
