@@ -51,8 +51,9 @@ type System struct {
 	submitters map[string]*business.Submitter
 	deliverers map[string]*business.Deliverer
 
-	lis    net.Listener
-	server *grpc.Server
+	lis      net.Listener
+	server   *grpc.Server
+	business *business.Server
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -123,7 +124,8 @@ func (s *System) Start(home *businesscenter.Home, local business.Local) error {
 	)
 	s.server = grpc.NewServer(opts...)
 	roamingv1.RegisterDataServiceServer(s.server, dataservice.NewServer(s.cfg.Self, s.cfg.Store, home))
-	roamingv1.RegisterBusinessServiceServer(s.server, business.NewServer(s.cfg.Self, s.log, home, s.router, s.peers.Limits().MaxBatchMessages))
+	s.business = business.NewServer(s.cfg.Self, s.log, home, s.router, s.peers.Limits().MaxBatchMessages)
+	roamingv1.RegisterBusinessServiceServer(s.server, s.business)
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
 	s.wg.Add(2)
@@ -154,6 +156,7 @@ func (s *System) Close() error {
 			s.cancel()
 		}
 		if s.server != nil {
+			s.business.Close()
 			stopped := make(chan struct{})
 			go func() { s.server.GracefulStop(); close(stopped) }()
 			select {

@@ -19,6 +19,7 @@ import (
 // config is regiond's settings, from flags and an optional YAML file.
 type config struct {
 	Region          string              `yaml:"region"`
+	Federation      string              `yaml:"federation"`
 	Data            string              `yaml:"data"`
 	ClientAddr      string              `yaml:"client_addr"`
 	NATSURL         string              `yaml:"nats_url"`
@@ -27,10 +28,12 @@ type config struct {
 	Limits          resourcepool.Limits `yaml:"limits"`
 }
 
+// defaultClientAddr is where a region on its own serves clients.
+const defaultClientAddr = "127.0.0.1:7100"
+
 func defaultConfig() config {
 	return config{
 		Region:          "local",
-		ClientAddr:      "127.0.0.1:7100",
 		LogLevel:        "info",
 		ShutdownTimeout: shutdownGrace,
 		Limits:          resourcepool.DefaultLimits(),
@@ -57,12 +60,18 @@ func loadConfig(file string, flags config, changed func(string) bool) (config, e
 		"data":             func() { cfg.Data = flags.Data },
 		"client-addr":      func() { cfg.ClientAddr = flags.ClientAddr },
 		"nats-url":         func() { cfg.NATSURL = flags.NATSURL },
+		"federation":       func() { cfg.Federation = flags.Federation },
 		"log-level":        func() { cfg.LogLevel = flags.LogLevel },
 		"shutdown-timeout": func() { cfg.ShutdownTimeout = flags.ShutdownTimeout },
 	} {
 		if changed(name) {
 			apply()
 		}
+	}
+	// In a federation the file says where this region listens; alone, the
+	// default is the local port.
+	if cfg.ClientAddr == "" && cfg.Federation == "" {
+		cfg.ClientAddr = defaultClientAddr
 	}
 	if cfg.Data == "" {
 		cfg.Data = filepath.Join("data", cfg.Region)
@@ -74,7 +83,7 @@ func loadConfig(file string, flags config, changed func(string) bool) (config, e
 	if err := validate.Username("region", cfg.Region); err != nil {
 		return config{}, fmt.Errorf("%s (from %s or --region)", err, origin)
 	}
-	if _, _, err := net.SplitHostPort(cfg.ClientAddr); err != nil {
+	if _, _, err := net.SplitHostPort(cfg.ClientAddr); cfg.ClientAddr != "" && err != nil {
 		return config{}, fmt.Errorf("client_addr %q (from %s or --client-addr): %w", cfg.ClientAddr, origin, err)
 	}
 	if cfg.ShutdownTimeout <= 0 {

@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/roamfed/roamfed/internal/stack"
+	"github.com/roamfed/roamfed/regions"
 )
 
 func main() {
@@ -52,10 +53,12 @@ func newRootCmd() *cobra.Command {
 	f.StringVar(&configFile, "config", "", "YAML file of settings; flags given override it")
 	f.StringVar(&flags.Region, "region", def.Region, "this region's name")
 	f.StringVar(&flags.Data, "data", "", "data directory (default ./data/<region>)")
-	f.StringVar(&flags.ClientAddr, "client-addr", def.ClientAddr, "address the client gRPC service listens on")
+	f.StringVar(&flags.ClientAddr, "client-addr", "", "address the client gRPC service listens on (default "+defaultClientAddr+", or the federation file's)")
 	f.StringVar(&flags.NATSURL, "nats-url", "", "external NATS server or cluster; empty embeds one in the process")
+	f.StringVar(&flags.Federation, "federation", "", "federation file (regions/*.yaml) naming every region; empty runs this region alone")
 	f.StringVar(&flags.LogLevel, "log-level", def.LogLevel, "debug, info, warn or error")
 	f.DurationVar(&flags.ShutdownTimeout, "shutdown-timeout", def.ShutdownTimeout, "how long calls in flight get to finish on SIGTERM")
+	cmd.AddCommand(newDevCmd())
 	return cmd
 }
 
@@ -65,14 +68,29 @@ func run(ctx context.Context, cfg config) error {
 		return fmt.Errorf("log level %q: %w", cfg.LogLevel, err)
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	st, err := stack.Start(stack.Config{
+	sc := stack.Config{
 		Region:     cfg.Region,
 		DataDir:    cfg.Data,
 		ClientAddr: cfg.ClientAddr,
 		NATSURL:    cfg.NATSURL,
 		Limits:     cfg.Limits,
 		Logger:     log,
-	})
+	}
+	if cfg.Federation != "" {
+		fed, err := regions.Load(cfg.Federation)
+		if err != nil {
+			return err
+		}
+		if fed, err = fed.WithSelf(cfg.Region); err != nil {
+			return err
+		}
+		sc.Federation = fed
+		if sc.ClientAddr == "" {
+			self, _ := fed.Region(cfg.Region)
+			sc.ClientAddr = self.ClientAddr
+		}
+	}
+	st, err := stack.Start(sc)
 	if err != nil {
 		return err
 	}

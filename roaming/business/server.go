@@ -27,13 +27,45 @@ type Server struct {
 	router *Router
 	// maxBatch bounds the messages of one Submit or Deliver batch.
 	maxBatch int
+	// closing ends the long-lived streams, so that a graceful stop of the
+	// gRPC server does not wait for peers to hang up.
+	closing chan struct{}
+	once    sync.Once
+}
+
+// errClosing ends peer streams when the region stops; peers reconnect.
+var errClosing = status.Error(codes.Unavailable, "region is shutting down")
+
+// Close ends the open Submit and Deliver streams. It is idempotent.
+func (s *Server) Close() { s.once.Do(func() { close(s.closing) }) }
+
+// recv runs stream.Recv in a goroutine so that a handler can also wait for
+// closing; the goroutine ends when the stream does.
+func recv[T any](stream interface{ Recv() (*T, error) }) <-chan recvResult[T] {
+	ch := make(chan recvResult[T])
+	go func() {
+		for {
+			m, err := stream.Recv()
+			ch <- recvResult[T]{m, err}
+			if err != nil {
+				close(ch)
+				return
+			}
+		}
+	}()
+	return ch
+}
+
+type recvResult[T any] struct {
+	msg *T
+	err error
 }
 
 var _ roamingv1.BusinessServiceServer = (*Server)(nil)
 
 // NewServer returns a BusinessService server.
 func NewServer(region string, log *slog.Logger, home *businesscenter.Home, router *Router, maxBatch int) *Server {
-	return &Server{region: region, log: log, home: home, router: router, maxBatch: maxBatch}
+	return &Server{region: region, log: log, home: home, router: router, maxBatch: maxBatch, closing: make(chan struct{})}
 }
 
 // Submit commits the messages a peer submits to groups homed here. Batches
@@ -50,8 +82,15 @@ func (s *Server) Submit(stream roamingv1.BusinessService_SubmitServer) error {
 		wg     sync.WaitGroup
 	)
 	defer wg.Wait()
+	in := recv[roamingv1.SubmitRequest](stream)
 	for {
-		req, err := stream.Recv()
+		var r recvResult[roamingv1.SubmitRequest]
+		select {
+		case r = <-in:
+		case <-s.closing:
+			return errClosing
+		}
+		req, err := r.msg, r.err
 		if errors.Is(err, io.EOF) {
 			return nil
 		}
@@ -111,8 +150,15 @@ func (s *Server) Deliver(stream roamingv1.BusinessService_DeliverServer) error {
 	if err != nil {
 		return err
 	}
+	in := recv[roamingv1.DeliverRequest](stream)
 	for {
-		req, err := stream.Recv()
+		var r recvResult[roamingv1.DeliverRequest]
+		select {
+		case r = <-in:
+		case <-s.closing:
+			return errClosing
+		}
+		req, err := r.msg, r.err
 		if errors.Is(err, io.EOF) {
 			return nil
 		}

@@ -247,21 +247,29 @@ func (c *Client) replicateFrom(ctx context.Context, peer string) error {
 	return nil
 }
 
-// Run replicates every interval until ctx ends. Failures are logged at
-// most once per peer state change, since a down link fails every round.
+// Run replicates every interval until ctx ends. A peer that keeps failing
+// is logged once it has failed for failGrace (regions start one by one, so
+// early failures are normal), and again when it recovers.
 func (c *Client) Run(ctx context.Context, every time.Duration) {
+	const failGrace = 3 * time.Second
 	t := time.NewTicker(every)
 	defer t.Stop()
-	failing := false
+	var failingSince time.Time
+	warned := false
 	for {
 		err := c.Replicate(ctx)
 		switch {
-		case err != nil && !failing && ctx.Err() == nil:
+		case ctx.Err() != nil:
+		case err != nil && failingSince.IsZero():
+			failingSince = time.Now()
+		case err != nil && !warned && time.Since(failingSince) > failGrace:
 			c.log.Warn("directory replication failing", slog.Any("err", err))
-			failing = true
-		case err == nil && failing:
-			c.log.Info("directory replication recovered")
-			failing = false
+			warned = true
+		case err == nil:
+			if warned {
+				c.log.Info("directory replication recovered")
+			}
+			failingSince, warned = time.Time{}, false
 		}
 		select {
 		case <-ctx.Done():

@@ -133,4 +133,3 @@ func (s *Server) ListUserGroups(_ context.Context, req *roamingv1.ListUserGroups
 	}
 	return &roamingv1.ListUserGroupsResponse{Groups: groups}, nil
 }
-
