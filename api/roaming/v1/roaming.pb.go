@@ -83,6 +83,62 @@ func (DirectoryKind) EnumDescriptor() ([]byte, []int) {
 	return file_roaming_v1_roaming_proto_rawDescGZIP(), []int{0}
 }
 
+// LinkState is the state of a link between two regions.
+type LinkState int32
+
+const (
+	LinkState_LINK_STATE_UNSPECIFIED LinkState = 0
+	// Heartbeats pass.
+	LinkState_LINK_STATE_UP LinkState = 1
+	// Heartbeats are missed.
+	LinkState_LINK_STATE_DOWN LinkState = 2
+	// An operator's drill has cut the link.
+	LinkState_LINK_STATE_CUT LinkState = 3
+)
+
+// Enum value maps for LinkState.
+var (
+	LinkState_name = map[int32]string{
+		0: "LINK_STATE_UNSPECIFIED",
+		1: "LINK_STATE_UP",
+		2: "LINK_STATE_DOWN",
+		3: "LINK_STATE_CUT",
+	}
+	LinkState_value = map[string]int32{
+		"LINK_STATE_UNSPECIFIED": 0,
+		"LINK_STATE_UP":          1,
+		"LINK_STATE_DOWN":        2,
+		"LINK_STATE_CUT":         3,
+	}
+)
+
+func (x LinkState) Enum() *LinkState {
+	p := new(LinkState)
+	*p = x
+	return p
+}
+
+func (x LinkState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (LinkState) Descriptor() protoreflect.EnumDescriptor {
+	return file_roaming_v1_roaming_proto_enumTypes[1].Descriptor()
+}
+
+func (LinkState) Type() protoreflect.EnumType {
+	return &file_roaming_v1_roaming_proto_enumTypes[1]
+}
+
+func (x LinkState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use LinkState.Descriptor instead.
+func (LinkState) EnumDescriptor() ([]byte, []int) {
+	return file_roaming_v1_roaming_proto_rawDescGZIP(), []int{1}
+}
+
 // DirectoryRecord says where a user or group lives.
 type DirectoryRecord struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1704,9 +1760,11 @@ func (x *HeartbeatRequest) GetSentAt() *timestamppb.Timestamp {
 }
 
 type HeartbeatResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Region        string                 `protobuf:"bytes,1,opt,name=region,proto3" json:"region,omitempty"`
-	ReceivedAt    *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=received_at,json=receivedAt,proto3" json:"received_at,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Region     string                 `protobuf:"bytes,1,opt,name=region,proto3" json:"region,omitempty"`
+	ReceivedAt *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=received_at,json=receivedAt,proto3" json:"received_at,omitempty"`
+	// The callee's links to its other peers.
+	Links         []*LinkView `protobuf:"bytes,3,rep,name=links,proto3" json:"links,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1753,6 +1811,377 @@ func (x *HeartbeatResponse) GetReceivedAt() *timestamppb.Timestamp {
 		return x.ReceivedAt
 	}
 	return nil
+}
+
+func (x *HeartbeatResponse) GetLinks() []*LinkView {
+	if x != nil {
+		return x.Links
+	}
+	return nil
+}
+
+// LinkView is one region's view of its link to a peer.
+type LinkView struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Peer  string                 `protobuf:"bytes,1,opt,name=peer,proto3" json:"peer,omitempty"`
+	State LinkState              `protobuf:"varint,2,opt,name=state,proto3,enum=roaming.v1.LinkState" json:"state,omitempty"`
+	// Moving average of heartbeat round trips, in microseconds.
+	RttMicros     uint64 `protobuf:"varint,3,opt,name=rtt_micros,json=rttMicros,proto3" json:"rtt_micros,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LinkView) Reset() {
+	*x = LinkView{}
+	mi := &file_roaming_v1_roaming_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LinkView) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LinkView) ProtoMessage() {}
+
+func (x *LinkView) ProtoReflect() protoreflect.Message {
+	mi := &file_roaming_v1_roaming_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LinkView.ProtoReflect.Descriptor instead.
+func (*LinkView) Descriptor() ([]byte, []int) {
+	return file_roaming_v1_roaming_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *LinkView) GetPeer() string {
+	if x != nil {
+		return x.Peer
+	}
+	return ""
+}
+
+func (x *LinkView) GetState() LinkState {
+	if x != nil {
+		return x.State
+	}
+	return LinkState_LINK_STATE_UNSPECIFIED
+}
+
+func (x *LinkView) GetRttMicros() uint64 {
+	if x != nil {
+		return x.RttMicros
+	}
+	return 0
+}
+
+type RelayRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Kind:
+	//
+	//	*RelayRequest_Open
+	//	*RelayRequest_Data
+	Kind          isRelayRequest_Kind `protobuf_oneof:"kind"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RelayRequest) Reset() {
+	*x = RelayRequest{}
+	mi := &file_roaming_v1_roaming_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RelayRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RelayRequest) ProtoMessage() {}
+
+func (x *RelayRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_roaming_v1_roaming_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RelayRequest.ProtoReflect.Descriptor instead.
+func (*RelayRequest) Descriptor() ([]byte, []int) {
+	return file_roaming_v1_roaming_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *RelayRequest) GetKind() isRelayRequest_Kind {
+	if x != nil {
+		return x.Kind
+	}
+	return nil
+}
+
+func (x *RelayRequest) GetOpen() *RelayOpen {
+	if x != nil {
+		if x, ok := x.Kind.(*RelayRequest_Open); ok {
+			return x.Open
+		}
+	}
+	return nil
+}
+
+func (x *RelayRequest) GetData() []byte {
+	if x != nil {
+		if x, ok := x.Kind.(*RelayRequest_Data); ok {
+			return x.Data
+		}
+	}
+	return nil
+}
+
+type isRelayRequest_Kind interface {
+	isRelayRequest_Kind()
+}
+
+type RelayRequest_Open struct {
+	// The first frame.
+	Open *RelayOpen `protobuf:"bytes,1,opt,name=open,proto3,oneof"`
+}
+
+type RelayRequest_Data struct {
+	// Bytes from the origin to the destination.
+	Data []byte `protobuf:"bytes,2,opt,name=data,proto3,oneof"`
+}
+
+func (*RelayRequest_Open) isRelayRequest_Kind() {}
+
+func (*RelayRequest_Data) isRelayRequest_Kind() {}
+
+type RelayResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Bytes from the destination to the origin.
+	Data          []byte `protobuf:"bytes,1,opt,name=data,proto3" json:"data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RelayResponse) Reset() {
+	*x = RelayResponse{}
+	mi := &file_roaming_v1_roaming_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RelayResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RelayResponse) ProtoMessage() {}
+
+func (x *RelayResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_roaming_v1_roaming_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RelayResponse.ProtoReflect.Descriptor instead.
+func (*RelayResponse) Descriptor() ([]byte, []int) {
+	return file_roaming_v1_roaming_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *RelayResponse) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+// RelayOpen starts a relay.
+type RelayOpen struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The region whose connection this is.
+	Origin string `protobuf:"bytes,1,opt,name=origin,proto3" json:"origin,omitempty"`
+	// The region to carry it to.
+	Destination string `protobuf:"bytes,2,opt,name=destination,proto3" json:"destination,omitempty"`
+	// The regions it has passed through, origin first. A region that finds
+	// itself here refuses the relay: no loops.
+	Hops []string `protobuf:"bytes,3,rep,name=hops,proto3" json:"hops,omitempty"`
+	// Refused when hops would exceed it.
+	HopLimit      uint32 `protobuf:"varint,4,opt,name=hop_limit,json=hopLimit,proto3" json:"hop_limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RelayOpen) Reset() {
+	*x = RelayOpen{}
+	mi := &file_roaming_v1_roaming_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RelayOpen) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RelayOpen) ProtoMessage() {}
+
+func (x *RelayOpen) ProtoReflect() protoreflect.Message {
+	mi := &file_roaming_v1_roaming_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RelayOpen.ProtoReflect.Descriptor instead.
+func (*RelayOpen) Descriptor() ([]byte, []int) {
+	return file_roaming_v1_roaming_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *RelayOpen) GetOrigin() string {
+	if x != nil {
+		return x.Origin
+	}
+	return ""
+}
+
+func (x *RelayOpen) GetDestination() string {
+	if x != nil {
+		return x.Destination
+	}
+	return ""
+}
+
+func (x *RelayOpen) GetHops() []string {
+	if x != nil {
+		return x.Hops
+	}
+	return nil
+}
+
+func (x *RelayOpen) GetHopLimit() uint32 {
+	if x != nil {
+		return x.HopLimit
+	}
+	return 0
+}
+
+type DrillRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// True cuts the link between the caller and the called region; false
+	// restores it.
+	Cut bool `protobuf:"varint,1,opt,name=cut,proto3" json:"cut,omitempty"`
+	// Who asked, for the drill log.
+	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DrillRequest) Reset() {
+	*x = DrillRequest{}
+	mi := &file_roaming_v1_roaming_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DrillRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DrillRequest) ProtoMessage() {}
+
+func (x *DrillRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_roaming_v1_roaming_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DrillRequest.ProtoReflect.Descriptor instead.
+func (*DrillRequest) Descriptor() ([]byte, []int) {
+	return file_roaming_v1_roaming_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *DrillRequest) GetCut() bool {
+	if x != nil {
+		return x.Cut
+	}
+	return false
+}
+
+func (x *DrillRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type DrillResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	State         LinkState              `protobuf:"varint,1,opt,name=state,proto3,enum=roaming.v1.LinkState" json:"state,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DrillResponse) Reset() {
+	*x = DrillResponse{}
+	mi := &file_roaming_v1_roaming_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DrillResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DrillResponse) ProtoMessage() {}
+
+func (x *DrillResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_roaming_v1_roaming_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DrillResponse.ProtoReflect.Descriptor instead.
+func (*DrillResponse) Descriptor() ([]byte, []int) {
+	return file_roaming_v1_roaming_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *DrillResponse) GetState() LinkState {
+	if x != nil {
+		return x.State
+	}
+	return LinkState_LINK_STATE_UNSPECIFIED
 }
 
 var File_roaming_v1_roaming_proto protoreflect.FileDescriptor
@@ -1863,16 +2292,43 @@ const file_roaming_v1_roaming_proto_rawDesc = "" +
 	"\x0fDeliverResponse\x12\x19\n" +
 	"\bbatch_id\x18\x01 \x01(\x04R\abatchId\"G\n" +
 	"\x10HeartbeatRequest\x123\n" +
-	"\asent_at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x06sentAt\"h\n" +
+	"\asent_at\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x06sentAt\"\x94\x01\n" +
 	"\x11HeartbeatResponse\x12\x16\n" +
 	"\x06region\x18\x01 \x01(\tR\x06region\x12;\n" +
 	"\vreceived_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"receivedAt*\x7f\n" +
+	"receivedAt\x12*\n" +
+	"\x05links\x18\x03 \x03(\v2\x14.roaming.v1.LinkViewR\x05links\"j\n" +
+	"\bLinkView\x12\x12\n" +
+	"\x04peer\x18\x01 \x01(\tR\x04peer\x12+\n" +
+	"\x05state\x18\x02 \x01(\x0e2\x15.roaming.v1.LinkStateR\x05state\x12\x1d\n" +
+	"\n" +
+	"rtt_micros\x18\x03 \x01(\x04R\trttMicros\"Y\n" +
+	"\fRelayRequest\x12+\n" +
+	"\x04open\x18\x01 \x01(\v2\x15.roaming.v1.RelayOpenH\x00R\x04open\x12\x14\n" +
+	"\x04data\x18\x02 \x01(\fH\x00R\x04dataB\x06\n" +
+	"\x04kind\"#\n" +
+	"\rRelayResponse\x12\x12\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\"v\n" +
+	"\tRelayOpen\x12\x16\n" +
+	"\x06origin\x18\x01 \x01(\tR\x06origin\x12 \n" +
+	"\vdestination\x18\x02 \x01(\tR\vdestination\x12\x12\n" +
+	"\x04hops\x18\x03 \x03(\tR\x04hops\x12\x1b\n" +
+	"\thop_limit\x18\x04 \x01(\rR\bhopLimit\"8\n" +
+	"\fDrillRequest\x12\x10\n" +
+	"\x03cut\x18\x01 \x01(\bR\x03cut\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"<\n" +
+	"\rDrillResponse\x12+\n" +
+	"\x05state\x18\x01 \x01(\x0e2\x15.roaming.v1.LinkStateR\x05state*\x7f\n" +
 	"\rDirectoryKind\x12\x1e\n" +
 	"\x1aDIRECTORY_KIND_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13DIRECTORY_KIND_USER\x10\x01\x12\x1b\n" +
 	"\x17DIRECTORY_KIND_USERNAME\x10\x02\x12\x18\n" +
-	"\x14DIRECTORY_KIND_GROUP\x10\x032\x9c\x05\n" +
+	"\x14DIRECTORY_KIND_GROUP\x10\x03*c\n" +
+	"\tLinkState\x12\x1a\n" +
+	"\x16LINK_STATE_UNSPECIFIED\x10\x00\x12\x11\n" +
+	"\rLINK_STATE_UP\x10\x01\x12\x13\n" +
+	"\x0fLINK_STATE_DOWN\x10\x02\x12\x12\n" +
+	"\x0eLINK_STATE_CUT\x10\x032\x9c\x05\n" +
 	"\vDataService\x12?\n" +
 	"\x06Locate\x12\x19.roaming.v1.LocateRequest\x1a\x1a.roaming.v1.LocateResponse\x12E\n" +
 	"\bGetGroup\x12\x1b.roaming.v1.GetGroupRequest\x1a\x1c.roaming.v1.GetGroupResponse\x12K\n" +
@@ -1882,11 +2338,13 @@ const file_roaming_v1_roaming_proto_rawDesc = "" +
 	"\x0eUpdateLocation\x12!.roaming.v1.UpdateLocationRequest\x1a\".roaming.v1.UpdateLocationResponse\x12c\n" +
 	"\x12ReplicateDirectory\x12%.roaming.v1.ReplicateDirectoryRequest\x1a&.roaming.v1.ReplicateDirectoryResponse\x12Q\n" +
 	"\fFetchHistory\x12\x1f.roaming.v1.FetchHistoryRequest\x1a .roaming.v1.FetchHistoryResponse\x12W\n" +
-	"\x0eListUserGroups\x12!.roaming.v1.ListUserGroupsRequest\x1a\".roaming.v1.ListUserGroupsResponse2\xe8\x01\n" +
+	"\x0eListUserGroups\x12!.roaming.v1.ListUserGroupsRequest\x1a\".roaming.v1.ListUserGroupsResponse2\xe8\x02\n" +
 	"\x0fBusinessService\x12C\n" +
 	"\x06Submit\x12\x19.roaming.v1.SubmitRequest\x1a\x1a.roaming.v1.SubmitResponse(\x010\x01\x12F\n" +
 	"\aDeliver\x12\x1a.roaming.v1.DeliverRequest\x1a\x1b.roaming.v1.DeliverResponse(\x010\x01\x12H\n" +
-	"\tHeartbeat\x12\x1c.roaming.v1.HeartbeatRequest\x1a\x1d.roaming.v1.HeartbeatResponseB5Z3github.com/roamfed/roamfed/api/roaming/v1;roamingv1b\x06proto3"
+	"\tHeartbeat\x12\x1c.roaming.v1.HeartbeatRequest\x1a\x1d.roaming.v1.HeartbeatResponse\x12@\n" +
+	"\x05Relay\x12\x18.roaming.v1.RelayRequest\x1a\x19.roaming.v1.RelayResponse(\x010\x01\x12<\n" +
+	"\x05Drill\x12\x18.roaming.v1.DrillRequest\x1a\x19.roaming.v1.DrillResponseB5Z3github.com/roamfed/roamfed/api/roaming/v1;roamingv1b\x06proto3"
 
 var (
 	file_roaming_v1_roaming_proto_rawDescOnce sync.Once
@@ -1900,100 +2358,115 @@ func file_roaming_v1_roaming_proto_rawDescGZIP() []byte {
 	return file_roaming_v1_roaming_proto_rawDescData
 }
 
-var file_roaming_v1_roaming_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_roaming_v1_roaming_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_roaming_v1_roaming_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_roaming_v1_roaming_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_roaming_v1_roaming_proto_goTypes = []any{
 	(DirectoryKind)(0),                 // 0: roaming.v1.DirectoryKind
-	(*DirectoryRecord)(nil),            // 1: roaming.v1.DirectoryRecord
-	(*LocateRequest)(nil),              // 2: roaming.v1.LocateRequest
-	(*DirectoryKey)(nil),               // 3: roaming.v1.DirectoryKey
-	(*LocateResponse)(nil),             // 4: roaming.v1.LocateResponse
-	(*GetGroupRequest)(nil),            // 5: roaming.v1.GetGroupRequest
-	(*GetGroupResponse)(nil),           // 6: roaming.v1.GetGroupResponse
-	(*GroupChange)(nil),                // 7: roaming.v1.GroupChange
-	(*StoreGroupRequest)(nil),          // 8: roaming.v1.StoreGroupRequest
-	(*StoreGroupResponse)(nil),         // 9: roaming.v1.StoreGroupResponse
-	(*VerifyLoginRequest)(nil),         // 10: roaming.v1.VerifyLoginRequest
-	(*VerifyLoginResponse)(nil),        // 11: roaming.v1.VerifyLoginResponse
-	(*UpdateLocationRequest)(nil),      // 12: roaming.v1.UpdateLocationRequest
-	(*UpdateLocationResponse)(nil),     // 13: roaming.v1.UpdateLocationResponse
-	(*BatchVersion)(nil),               // 14: roaming.v1.BatchVersion
-	(*ReplicateDirectoryRequest)(nil),  // 15: roaming.v1.ReplicateDirectoryRequest
-	(*BatchUpdate)(nil),                // 16: roaming.v1.BatchUpdate
-	(*ReplicateDirectoryResponse)(nil), // 17: roaming.v1.ReplicateDirectoryResponse
-	(*FetchHistoryRequest)(nil),        // 18: roaming.v1.FetchHistoryRequest
-	(*FetchHistoryResponse)(nil),       // 19: roaming.v1.FetchHistoryResponse
-	(*ListUserGroupsRequest)(nil),      // 20: roaming.v1.ListUserGroupsRequest
-	(*ListUserGroupsResponse)(nil),     // 21: roaming.v1.ListUserGroupsResponse
-	(*UserGroup)(nil),                  // 22: roaming.v1.UserGroup
-	(*SubmitRequest)(nil),              // 23: roaming.v1.SubmitRequest
-	(*SubmitResponse)(nil),             // 24: roaming.v1.SubmitResponse
-	(*SubmitResult)(nil),               // 25: roaming.v1.SubmitResult
-	(*DeliverRequest)(nil),             // 26: roaming.v1.DeliverRequest
-	(*DeliverResponse)(nil),            // 27: roaming.v1.DeliverResponse
-	(*HeartbeatRequest)(nil),           // 28: roaming.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),          // 29: roaming.v1.HeartbeatResponse
-	nil,                                // 30: roaming.v1.GroupChange.SettingsEntry
-	(*v1.Group)(nil),                   // 31: record.v1.Group
-	(*v1.Member)(nil),                  // 32: record.v1.Member
-	(*v1.User)(nil),                    // 33: record.v1.User
-	(*v1.Message)(nil),                 // 34: record.v1.Message
-	(*timestamppb.Timestamp)(nil),      // 35: google.protobuf.Timestamp
-	(*v1.Fanout)(nil),                  // 36: record.v1.Fanout
-	(*v1.PresenceChange)(nil),          // 37: record.v1.PresenceChange
+	(LinkState)(0),                     // 1: roaming.v1.LinkState
+	(*DirectoryRecord)(nil),            // 2: roaming.v1.DirectoryRecord
+	(*LocateRequest)(nil),              // 3: roaming.v1.LocateRequest
+	(*DirectoryKey)(nil),               // 4: roaming.v1.DirectoryKey
+	(*LocateResponse)(nil),             // 5: roaming.v1.LocateResponse
+	(*GetGroupRequest)(nil),            // 6: roaming.v1.GetGroupRequest
+	(*GetGroupResponse)(nil),           // 7: roaming.v1.GetGroupResponse
+	(*GroupChange)(nil),                // 8: roaming.v1.GroupChange
+	(*StoreGroupRequest)(nil),          // 9: roaming.v1.StoreGroupRequest
+	(*StoreGroupResponse)(nil),         // 10: roaming.v1.StoreGroupResponse
+	(*VerifyLoginRequest)(nil),         // 11: roaming.v1.VerifyLoginRequest
+	(*VerifyLoginResponse)(nil),        // 12: roaming.v1.VerifyLoginResponse
+	(*UpdateLocationRequest)(nil),      // 13: roaming.v1.UpdateLocationRequest
+	(*UpdateLocationResponse)(nil),     // 14: roaming.v1.UpdateLocationResponse
+	(*BatchVersion)(nil),               // 15: roaming.v1.BatchVersion
+	(*ReplicateDirectoryRequest)(nil),  // 16: roaming.v1.ReplicateDirectoryRequest
+	(*BatchUpdate)(nil),                // 17: roaming.v1.BatchUpdate
+	(*ReplicateDirectoryResponse)(nil), // 18: roaming.v1.ReplicateDirectoryResponse
+	(*FetchHistoryRequest)(nil),        // 19: roaming.v1.FetchHistoryRequest
+	(*FetchHistoryResponse)(nil),       // 20: roaming.v1.FetchHistoryResponse
+	(*ListUserGroupsRequest)(nil),      // 21: roaming.v1.ListUserGroupsRequest
+	(*ListUserGroupsResponse)(nil),     // 22: roaming.v1.ListUserGroupsResponse
+	(*UserGroup)(nil),                  // 23: roaming.v1.UserGroup
+	(*SubmitRequest)(nil),              // 24: roaming.v1.SubmitRequest
+	(*SubmitResponse)(nil),             // 25: roaming.v1.SubmitResponse
+	(*SubmitResult)(nil),               // 26: roaming.v1.SubmitResult
+	(*DeliverRequest)(nil),             // 27: roaming.v1.DeliverRequest
+	(*DeliverResponse)(nil),            // 28: roaming.v1.DeliverResponse
+	(*HeartbeatRequest)(nil),           // 29: roaming.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),          // 30: roaming.v1.HeartbeatResponse
+	(*LinkView)(nil),                   // 31: roaming.v1.LinkView
+	(*RelayRequest)(nil),               // 32: roaming.v1.RelayRequest
+	(*RelayResponse)(nil),              // 33: roaming.v1.RelayResponse
+	(*RelayOpen)(nil),                  // 34: roaming.v1.RelayOpen
+	(*DrillRequest)(nil),               // 35: roaming.v1.DrillRequest
+	(*DrillResponse)(nil),              // 36: roaming.v1.DrillResponse
+	nil,                                // 37: roaming.v1.GroupChange.SettingsEntry
+	(*v1.Group)(nil),                   // 38: record.v1.Group
+	(*v1.Member)(nil),                  // 39: record.v1.Member
+	(*v1.User)(nil),                    // 40: record.v1.User
+	(*v1.Message)(nil),                 // 41: record.v1.Message
+	(*timestamppb.Timestamp)(nil),      // 42: google.protobuf.Timestamp
+	(*v1.Fanout)(nil),                  // 43: record.v1.Fanout
+	(*v1.PresenceChange)(nil),          // 44: record.v1.PresenceChange
 }
 var file_roaming_v1_roaming_proto_depIdxs = []int32{
 	0,  // 0: roaming.v1.DirectoryRecord.kind:type_name -> roaming.v1.DirectoryKind
-	3,  // 1: roaming.v1.LocateRequest.keys:type_name -> roaming.v1.DirectoryKey
+	4,  // 1: roaming.v1.LocateRequest.keys:type_name -> roaming.v1.DirectoryKey
 	0,  // 2: roaming.v1.DirectoryKey.kind:type_name -> roaming.v1.DirectoryKind
-	1,  // 3: roaming.v1.LocateResponse.records:type_name -> roaming.v1.DirectoryRecord
-	31, // 4: roaming.v1.GetGroupResponse.group:type_name -> record.v1.Group
-	30, // 5: roaming.v1.GroupChange.settings:type_name -> roaming.v1.GroupChange.SettingsEntry
-	7,  // 6: roaming.v1.StoreGroupRequest.update:type_name -> roaming.v1.GroupChange
-	32, // 7: roaming.v1.StoreGroupRequest.join:type_name -> record.v1.Member
-	31, // 8: roaming.v1.StoreGroupResponse.group:type_name -> record.v1.Group
-	33, // 9: roaming.v1.VerifyLoginResponse.user:type_name -> record.v1.User
-	14, // 10: roaming.v1.ReplicateDirectoryRequest.held:type_name -> roaming.v1.BatchVersion
-	14, // 11: roaming.v1.BatchUpdate.version:type_name -> roaming.v1.BatchVersion
-	1,  // 12: roaming.v1.BatchUpdate.records:type_name -> roaming.v1.DirectoryRecord
-	16, // 13: roaming.v1.ReplicateDirectoryResponse.updates:type_name -> roaming.v1.BatchUpdate
-	34, // 14: roaming.v1.FetchHistoryResponse.messages:type_name -> record.v1.Message
-	22, // 15: roaming.v1.ListUserGroupsResponse.groups:type_name -> roaming.v1.UserGroup
-	31, // 16: roaming.v1.UserGroup.group:type_name -> record.v1.Group
-	34, // 17: roaming.v1.SubmitRequest.messages:type_name -> record.v1.Message
-	25, // 18: roaming.v1.SubmitResponse.results:type_name -> roaming.v1.SubmitResult
-	35, // 19: roaming.v1.SubmitResult.committed_at:type_name -> google.protobuf.Timestamp
-	36, // 20: roaming.v1.DeliverRequest.items:type_name -> record.v1.Fanout
-	37, // 21: roaming.v1.DeliverRequest.presence:type_name -> record.v1.PresenceChange
-	35, // 22: roaming.v1.HeartbeatRequest.sent_at:type_name -> google.protobuf.Timestamp
-	35, // 23: roaming.v1.HeartbeatResponse.received_at:type_name -> google.protobuf.Timestamp
-	2,  // 24: roaming.v1.DataService.Locate:input_type -> roaming.v1.LocateRequest
-	5,  // 25: roaming.v1.DataService.GetGroup:input_type -> roaming.v1.GetGroupRequest
-	8,  // 26: roaming.v1.DataService.StoreGroup:input_type -> roaming.v1.StoreGroupRequest
-	10, // 27: roaming.v1.DataService.VerifyLogin:input_type -> roaming.v1.VerifyLoginRequest
-	12, // 28: roaming.v1.DataService.UpdateLocation:input_type -> roaming.v1.UpdateLocationRequest
-	15, // 29: roaming.v1.DataService.ReplicateDirectory:input_type -> roaming.v1.ReplicateDirectoryRequest
-	18, // 30: roaming.v1.DataService.FetchHistory:input_type -> roaming.v1.FetchHistoryRequest
-	20, // 31: roaming.v1.DataService.ListUserGroups:input_type -> roaming.v1.ListUserGroupsRequest
-	23, // 32: roaming.v1.BusinessService.Submit:input_type -> roaming.v1.SubmitRequest
-	26, // 33: roaming.v1.BusinessService.Deliver:input_type -> roaming.v1.DeliverRequest
-	28, // 34: roaming.v1.BusinessService.Heartbeat:input_type -> roaming.v1.HeartbeatRequest
-	4,  // 35: roaming.v1.DataService.Locate:output_type -> roaming.v1.LocateResponse
-	6,  // 36: roaming.v1.DataService.GetGroup:output_type -> roaming.v1.GetGroupResponse
-	9,  // 37: roaming.v1.DataService.StoreGroup:output_type -> roaming.v1.StoreGroupResponse
-	11, // 38: roaming.v1.DataService.VerifyLogin:output_type -> roaming.v1.VerifyLoginResponse
-	13, // 39: roaming.v1.DataService.UpdateLocation:output_type -> roaming.v1.UpdateLocationResponse
-	17, // 40: roaming.v1.DataService.ReplicateDirectory:output_type -> roaming.v1.ReplicateDirectoryResponse
-	19, // 41: roaming.v1.DataService.FetchHistory:output_type -> roaming.v1.FetchHistoryResponse
-	21, // 42: roaming.v1.DataService.ListUserGroups:output_type -> roaming.v1.ListUserGroupsResponse
-	24, // 43: roaming.v1.BusinessService.Submit:output_type -> roaming.v1.SubmitResponse
-	27, // 44: roaming.v1.BusinessService.Deliver:output_type -> roaming.v1.DeliverResponse
-	29, // 45: roaming.v1.BusinessService.Heartbeat:output_type -> roaming.v1.HeartbeatResponse
-	35, // [35:46] is the sub-list for method output_type
-	24, // [24:35] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	2,  // 3: roaming.v1.LocateResponse.records:type_name -> roaming.v1.DirectoryRecord
+	38, // 4: roaming.v1.GetGroupResponse.group:type_name -> record.v1.Group
+	37, // 5: roaming.v1.GroupChange.settings:type_name -> roaming.v1.GroupChange.SettingsEntry
+	8,  // 6: roaming.v1.StoreGroupRequest.update:type_name -> roaming.v1.GroupChange
+	39, // 7: roaming.v1.StoreGroupRequest.join:type_name -> record.v1.Member
+	38, // 8: roaming.v1.StoreGroupResponse.group:type_name -> record.v1.Group
+	40, // 9: roaming.v1.VerifyLoginResponse.user:type_name -> record.v1.User
+	15, // 10: roaming.v1.ReplicateDirectoryRequest.held:type_name -> roaming.v1.BatchVersion
+	15, // 11: roaming.v1.BatchUpdate.version:type_name -> roaming.v1.BatchVersion
+	2,  // 12: roaming.v1.BatchUpdate.records:type_name -> roaming.v1.DirectoryRecord
+	17, // 13: roaming.v1.ReplicateDirectoryResponse.updates:type_name -> roaming.v1.BatchUpdate
+	41, // 14: roaming.v1.FetchHistoryResponse.messages:type_name -> record.v1.Message
+	23, // 15: roaming.v1.ListUserGroupsResponse.groups:type_name -> roaming.v1.UserGroup
+	38, // 16: roaming.v1.UserGroup.group:type_name -> record.v1.Group
+	41, // 17: roaming.v1.SubmitRequest.messages:type_name -> record.v1.Message
+	26, // 18: roaming.v1.SubmitResponse.results:type_name -> roaming.v1.SubmitResult
+	42, // 19: roaming.v1.SubmitResult.committed_at:type_name -> google.protobuf.Timestamp
+	43, // 20: roaming.v1.DeliverRequest.items:type_name -> record.v1.Fanout
+	44, // 21: roaming.v1.DeliverRequest.presence:type_name -> record.v1.PresenceChange
+	42, // 22: roaming.v1.HeartbeatRequest.sent_at:type_name -> google.protobuf.Timestamp
+	42, // 23: roaming.v1.HeartbeatResponse.received_at:type_name -> google.protobuf.Timestamp
+	31, // 24: roaming.v1.HeartbeatResponse.links:type_name -> roaming.v1.LinkView
+	1,  // 25: roaming.v1.LinkView.state:type_name -> roaming.v1.LinkState
+	34, // 26: roaming.v1.RelayRequest.open:type_name -> roaming.v1.RelayOpen
+	1,  // 27: roaming.v1.DrillResponse.state:type_name -> roaming.v1.LinkState
+	3,  // 28: roaming.v1.DataService.Locate:input_type -> roaming.v1.LocateRequest
+	6,  // 29: roaming.v1.DataService.GetGroup:input_type -> roaming.v1.GetGroupRequest
+	9,  // 30: roaming.v1.DataService.StoreGroup:input_type -> roaming.v1.StoreGroupRequest
+	11, // 31: roaming.v1.DataService.VerifyLogin:input_type -> roaming.v1.VerifyLoginRequest
+	13, // 32: roaming.v1.DataService.UpdateLocation:input_type -> roaming.v1.UpdateLocationRequest
+	16, // 33: roaming.v1.DataService.ReplicateDirectory:input_type -> roaming.v1.ReplicateDirectoryRequest
+	19, // 34: roaming.v1.DataService.FetchHistory:input_type -> roaming.v1.FetchHistoryRequest
+	21, // 35: roaming.v1.DataService.ListUserGroups:input_type -> roaming.v1.ListUserGroupsRequest
+	24, // 36: roaming.v1.BusinessService.Submit:input_type -> roaming.v1.SubmitRequest
+	27, // 37: roaming.v1.BusinessService.Deliver:input_type -> roaming.v1.DeliverRequest
+	29, // 38: roaming.v1.BusinessService.Heartbeat:input_type -> roaming.v1.HeartbeatRequest
+	32, // 39: roaming.v1.BusinessService.Relay:input_type -> roaming.v1.RelayRequest
+	35, // 40: roaming.v1.BusinessService.Drill:input_type -> roaming.v1.DrillRequest
+	5,  // 41: roaming.v1.DataService.Locate:output_type -> roaming.v1.LocateResponse
+	7,  // 42: roaming.v1.DataService.GetGroup:output_type -> roaming.v1.GetGroupResponse
+	10, // 43: roaming.v1.DataService.StoreGroup:output_type -> roaming.v1.StoreGroupResponse
+	12, // 44: roaming.v1.DataService.VerifyLogin:output_type -> roaming.v1.VerifyLoginResponse
+	14, // 45: roaming.v1.DataService.UpdateLocation:output_type -> roaming.v1.UpdateLocationResponse
+	18, // 46: roaming.v1.DataService.ReplicateDirectory:output_type -> roaming.v1.ReplicateDirectoryResponse
+	20, // 47: roaming.v1.DataService.FetchHistory:output_type -> roaming.v1.FetchHistoryResponse
+	22, // 48: roaming.v1.DataService.ListUserGroups:output_type -> roaming.v1.ListUserGroupsResponse
+	25, // 49: roaming.v1.BusinessService.Submit:output_type -> roaming.v1.SubmitResponse
+	28, // 50: roaming.v1.BusinessService.Deliver:output_type -> roaming.v1.DeliverResponse
+	30, // 51: roaming.v1.BusinessService.Heartbeat:output_type -> roaming.v1.HeartbeatResponse
+	33, // 52: roaming.v1.BusinessService.Relay:output_type -> roaming.v1.RelayResponse
+	36, // 53: roaming.v1.BusinessService.Drill:output_type -> roaming.v1.DrillResponse
+	41, // [41:54] is the sub-list for method output_type
+	28, // [28:41] is the sub-list for method input_type
+	28, // [28:28] is the sub-list for extension type_name
+	28, // [28:28] is the sub-list for extension extendee
+	0,  // [0:28] is the sub-list for field type_name
 }
 
 func init() { file_roaming_v1_roaming_proto_init() }
@@ -2007,13 +2480,17 @@ func file_roaming_v1_roaming_proto_init() {
 		(*StoreGroupRequest_Join)(nil),
 		(*StoreGroupRequest_Leave)(nil),
 	}
+	file_roaming_v1_roaming_proto_msgTypes[30].OneofWrappers = []any{
+		(*RelayRequest_Open)(nil),
+		(*RelayRequest_Data)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_roaming_v1_roaming_proto_rawDesc), len(file_roaming_v1_roaming_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   30,
+			NumEnums:      2,
+			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

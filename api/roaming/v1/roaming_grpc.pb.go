@@ -429,6 +429,8 @@ const (
 	BusinessService_Submit_FullMethodName    = "/roaming.v1.BusinessService/Submit"
 	BusinessService_Deliver_FullMethodName   = "/roaming.v1.BusinessService/Deliver"
 	BusinessService_Heartbeat_FullMethodName = "/roaming.v1.BusinessService/Heartbeat"
+	BusinessService_Relay_FullMethodName     = "/roaming.v1.BusinessService/Relay"
+	BusinessService_Drill_FullMethodName     = "/roaming.v1.BusinessService/Drill"
 )
 
 // BusinessServiceClient is the client API for BusinessService service.
@@ -443,8 +445,18 @@ type BusinessServiceClient interface {
 	// Deliver hands committed messages (and presence changes) to the region
 	// where their recipients are; each batch is acknowledged.
 	Deliver(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[DeliverRequest, DeliverResponse], error)
-	// Heartbeat measures a link.
+	// Heartbeat measures a link; the answer carries the callee's view of
+	// its own links, from which the caller picks relays.
 	Heartbeat(ctx context.Context, in *HeartbeatRequest, opts ...grpc.CallOption) (*HeartbeatResponse, error)
+	// Relay carries a byte stream from the caller (or a region before it)
+	// to a destination region whose direct link with the origin is down.
+	// The first frame opens the relay; the rest are data. The bytes are the
+	// origin's own connection to the destination, so the relaying region
+	// forwards them without reading or storing group data.
+	Relay(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[RelayRequest, RelayResponse], error)
+	// Drill applies a link drill at the called region: cut or restore its
+	// link with the caller, as if the network had failed or recovered.
+	Drill(ctx context.Context, in *DrillRequest, opts ...grpc.CallOption) (*DrillResponse, error)
 }
 
 type businessServiceClient struct {
@@ -491,6 +503,29 @@ func (c *businessServiceClient) Heartbeat(ctx context.Context, in *HeartbeatRequ
 	return out, nil
 }
 
+func (c *businessServiceClient) Relay(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[RelayRequest, RelayResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &BusinessService_ServiceDesc.Streams[2], BusinessService_Relay_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[RelayRequest, RelayResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type BusinessService_RelayClient = grpc.BidiStreamingClient[RelayRequest, RelayResponse]
+
+func (c *businessServiceClient) Drill(ctx context.Context, in *DrillRequest, opts ...grpc.CallOption) (*DrillResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DrillResponse)
+	err := c.cc.Invoke(ctx, BusinessService_Drill_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // BusinessServiceServer is the server API for BusinessService service.
 // All implementations must embed UnimplementedBusinessServiceServer
 // for forward compatibility.
@@ -503,8 +538,18 @@ type BusinessServiceServer interface {
 	// Deliver hands committed messages (and presence changes) to the region
 	// where their recipients are; each batch is acknowledged.
 	Deliver(grpc.BidiStreamingServer[DeliverRequest, DeliverResponse]) error
-	// Heartbeat measures a link.
+	// Heartbeat measures a link; the answer carries the callee's view of
+	// its own links, from which the caller picks relays.
 	Heartbeat(context.Context, *HeartbeatRequest) (*HeartbeatResponse, error)
+	// Relay carries a byte stream from the caller (or a region before it)
+	// to a destination region whose direct link with the origin is down.
+	// The first frame opens the relay; the rest are data. The bytes are the
+	// origin's own connection to the destination, so the relaying region
+	// forwards them without reading or storing group data.
+	Relay(grpc.BidiStreamingServer[RelayRequest, RelayResponse]) error
+	// Drill applies a link drill at the called region: cut or restore its
+	// link with the caller, as if the network had failed or recovered.
+	Drill(context.Context, *DrillRequest) (*DrillResponse, error)
 	mustEmbedUnimplementedBusinessServiceServer()
 }
 
@@ -523,6 +568,12 @@ func (UnimplementedBusinessServiceServer) Deliver(grpc.BidiStreamingServer[Deliv
 }
 func (UnimplementedBusinessServiceServer) Heartbeat(context.Context, *HeartbeatRequest) (*HeartbeatResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Heartbeat not implemented")
+}
+func (UnimplementedBusinessServiceServer) Relay(grpc.BidiStreamingServer[RelayRequest, RelayResponse]) error {
+	return status.Error(codes.Unimplemented, "method Relay not implemented")
+}
+func (UnimplementedBusinessServiceServer) Drill(context.Context, *DrillRequest) (*DrillResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Drill not implemented")
 }
 func (UnimplementedBusinessServiceServer) mustEmbedUnimplementedBusinessServiceServer() {}
 func (UnimplementedBusinessServiceServer) testEmbeddedByValue()                         {}
@@ -577,6 +628,31 @@ func _BusinessService_Heartbeat_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _BusinessService_Relay_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(BusinessServiceServer).Relay(&grpc.GenericServerStream[RelayRequest, RelayResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type BusinessService_RelayServer = grpc.BidiStreamingServer[RelayRequest, RelayResponse]
+
+func _BusinessService_Drill_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DrillRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(BusinessServiceServer).Drill(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: BusinessService_Drill_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(BusinessServiceServer).Drill(ctx, req.(*DrillRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // BusinessService_ServiceDesc is the grpc.ServiceDesc for BusinessService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -587,6 +663,10 @@ var BusinessService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Heartbeat",
 			Handler:    _BusinessService_Heartbeat_Handler,
+		},
+		{
+			MethodName: "Drill",
+			Handler:    _BusinessService_Drill_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
@@ -599,6 +679,12 @@ var BusinessService_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "Deliver",
 			Handler:       _BusinessService_Deliver_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+		{
+			StreamName:    "Relay",
+			Handler:       _BusinessService_Relay_Handler,
 			ServerStreams: true,
 			ClientStreams: true,
 		},
