@@ -211,3 +211,34 @@ func TestArgs(t *testing.T) {
 		}
 	}
 }
+
+func TestLogoutWhileUnreachable(t *testing.T) {
+	isolate(t)
+	store, _ := defaultProfileStore()
+	if err := store.save("default", &profile{Server: "127.0.0.1:1", Token: "t", Username: "alice", UserID: "u_1"}); err != nil {
+		t.Fatal(err)
+	}
+	code, _, stderr := roamchat(t, "", "logout")
+	if code != exitError || !strings.Contains(stderr, "token removed here, but the region may still accept it: unavailable") {
+		t.Errorf("code %d, stderr %q", code, stderr)
+	}
+	p, err := store.load("default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Token != "" || p.Username != "alice" || p.Server != "127.0.0.1:1" {
+		t.Errorf("profile after logout: %+v; want the token gone, the rest kept", p)
+	}
+}
+
+func TestBadCAFile(t *testing.T) {
+	isolate(t)
+	store, _ := defaultProfileStore()
+	if err := store.save("default", &profile{Server: "127.0.0.1:1", Token: "t"}); err != nil {
+		t.Fatal(err)
+	}
+	code, _, stderr := roamchat(t, "", "--ca", "/nonexistent/ca.pem", "group", "list")
+	if code != exitError || !strings.HasPrefix(stderr, "roamchat: group list: --ca: ") {
+		t.Errorf("code %d, stderr %q", code, stderr)
+	}
+}

@@ -53,6 +53,13 @@ func (a *app) describe(err error) string {
 		msg += " " + a.loginHint()
 	case codes.Unavailable:
 		msg += fmt.Sprintf(" (server %s)", a.serverFor(a.prof))
+		// What a transport mismatch looks like from each side.
+		switch {
+		case !a.tls && strings.Contains(st.Message(), "server preface"):
+			msg += " (does the region want --tls?)"
+		case a.tls && strings.Contains(st.Message(), "first record does not look like a TLS handshake"):
+			msg += " (the region does not speak TLS; drop --tls)"
+		}
 	case codes.DeadlineExceeded:
 		msg += fmt.Sprintf(" (--timeout %s)", a.timeout)
 	}

@@ -148,3 +148,57 @@ func TestParseSettings(t *testing.T) {
 		t.Errorf("no --set: %v, %v", m, err)
 	}
 }
+
+func TestRetryable(t *testing.T) {
+	for _, tc := range []struct {
+		code         codes.Code
+		send, stream bool
+	}{
+		{codes.Unavailable, true, true},
+		{codes.DeadlineExceeded, true, true},
+		{codes.Aborted, true, true},
+		{codes.ResourceExhausted, false, true},
+		{codes.Internal, false, true},
+		{codes.Unauthenticated, false, false},
+		{codes.PermissionDenied, false, false},
+		{codes.InvalidArgument, false, false},
+		{codes.NotFound, false, false},
+	} {
+		err := status.Error(tc.code, "x")
+		if got := retryableSend(err); got != tc.send {
+			t.Errorf("retryableSend(%v) = %v", tc.code, got)
+		}
+		if got := retryableStream(err); got != tc.stream {
+			t.Errorf("retryableStream(%v) = %v", tc.code, got)
+		}
+	}
+	if !retryableStream(errSilent) {
+		t.Errorf("a silent stream is not retried")
+	}
+	d, ok := retryDelay(func() error {
+		st, _ := status.New(codes.ResourceExhausted, "x").WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(2 * time.Second)})
+		return st.Err()
+	}())
+	if !ok || d != 2*time.Second {
+		t.Errorf("retryDelay = %v, %v", d, ok)
+	}
+}
+
+func TestBackoff(t *testing.T) {
+	b := backoff{min: 100 * time.Millisecond, max: time.Second}
+	var prev time.Duration
+	for i := range 10 {
+		d := b.wait()
+		if d > time.Second || d < 75*time.Millisecond {
+			t.Fatalf("wait %d = %v, out of [75ms, 1s]", i, d)
+		}
+		if i < 3 && d < prev {
+			t.Errorf("wait %d = %v after %v: want growth", i, d, prev)
+		}
+		prev = d
+	}
+	b.reset()
+	if d := b.wait(); d > 100*time.Millisecond {
+		t.Errorf("after reset: %v", d)
+	}
+}

@@ -181,6 +181,10 @@ func TestRegionCommands(t *testing.T) {
 		t.Errorf("short password: %q", e)
 	}
 
+	if e := fails(t, "--profile", "alice", "--tls", "group", "list"); !strings.Contains(e, "drop --tls") {
+		t.Errorf("--tls to a plaintext region: %q", e)
+	}
+
 	out := must(t, "", "--profile", "alice", "whoami")
 	if !strings.Contains(out, "alice") || !strings.Contains(out, r.addr()) {
 		t.Errorf("whoami:\n%s", out)

@@ -61,11 +61,7 @@ func (a *app) run(ctx context.Context, args []string) int {
 	return a.report(cmd, err)
 }
 
-// newRootCmd returns the roamchat command tree writing to the given streams.
-func newRootCmd(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
-	return newApp(stdin, stdout, stderr).rootCmd()
-}
-
+// rootCmd builds the command tree, writing to the app's streams.
 func (a *app) rootCmd() *cobra.Command {
 	root := &cobra.Command{
 		Use:   "roamchat [flags] <command>",
