@@ -17,6 +17,7 @@ import (
 	"github.com/roamfed/roamfed/regions"
 	"github.com/roamfed/roamfed/roaming/business"
 	"github.com/roamfed/roamfed/roaming/dataservice"
+	"github.com/roamfed/roamfed/roaming/mesh"
 	"github.com/roamfed/roamfed/roaming/resourcepool"
 	"github.com/roamfed/roamfed/servicecenter/businesscenter"
 	"github.com/roamfed/roamfed/servicecenter/datacenter"
@@ -35,16 +36,21 @@ type Config struct {
 	ListenAddr string
 	// ReplicateEvery is the directory replication interval; 0 means 500ms.
 	ReplicateEvery time.Duration
-	// DialOptions are added to every peer connection (a test's dialer that
-	// delays or cuts links).
-	DialOptions []grpc.DialOption
+	// Dial makes the underlying connections to peers; nil means TCP.
+	// Tests and benchmarks pass one that delays or breaks links.
+	Dial func(ctx context.Context, addr string) (net.Conn, error)
+	// Mesh tunes heartbeats and relays; Self, Peers, Dial, Changed and
+	// Logger are filled in.
+	Mesh mesh.Config
 }
 
 // System is a running roaming system.
 type System struct {
 	cfg    Config
 	log    *slog.Logger
-	peers  *resourcepool.Peers
+	mesh   *mesh.Mesh
+	direct *resourcepool.Peers // heartbeats and relays: always direct
+	peers  *resourcepool.Peers // traffic: over the mesh's best route
 	data   *dataservice.Client
 	router *business.Router
 
@@ -82,19 +88,43 @@ func New(cfg Config) (*System, error) {
 		addrs[p.Name] = p.RoamingAddr
 	}
 	log := cfg.Logger.With(slog.String("region", cfg.Self))
-	peers, err := resourcepool.NewPeers(resourcepool.Config{
+	var peers *resourcepool.Peers
+	mc := cfg.Mesh
+	mc.Self, mc.Peers, mc.Dial, mc.Logger = cfg.Self, addrs, cfg.Dial, log
+	mc.Changed = func(peer string) {
+		// A route appeared or changed: try it now rather than after
+		// the connection's backoff.
+		if conn, err := peers.Conn(peer); err == nil {
+			conn.ResetConnectBackoff()
+		}
+	}
+	m := mesh.New(mc)
+	direct, err := resourcepool.NewPeers(resourcepool.Config{
 		Self:        cfg.Self,
 		Addrs:       addrs,
 		Limits:      cfg.Limits,
 		Logger:      log,
-		DialOptions: cfg.DialOptions,
+		DialOptions: []grpc.DialOption{grpc.WithContextDialer(m.DirectDial)},
 	})
 	if err != nil {
+		return nil, err
+	}
+	peers, err = resourcepool.NewPeers(resourcepool.Config{
+		Self:        cfg.Self,
+		Addrs:       addrs,
+		Limits:      cfg.Limits,
+		Logger:      log,
+		DialOptions: []grpc.DialOption{grpc.WithContextDialer(m.RoutedDial)},
+	})
+	if err != nil {
+		_ = direct.Close()
 		return nil, err
 	}
 	s := &System{
 		cfg:        cfg,
 		log:        log,
+		mesh:       m,
+		direct:     direct,
 		peers:      peers,
 		data:       dataservice.NewClient(cfg.Self, peers, cfg.Store, log),
 		submitters: make(map[string]*business.Submitter),
@@ -124,8 +154,15 @@ func (s *System) Start(home *businesscenter.Home, local business.Local) error {
 	)
 	s.server = grpc.NewServer(opts...)
 	roamingv1.RegisterDataServiceServer(s.server, dataservice.NewServer(s.cfg.Self, s.cfg.Store, home))
-	s.business = business.NewServer(s.cfg.Self, s.log, home, s.router, s.peers.Limits().MaxBatchMessages)
+	s.business = business.NewServer(s.cfg.Self, s.log, home, s.router, s.mesh, s.peers.Limits().MaxBatchMessages)
 	roamingv1.RegisterBusinessServiceServer(s.server, s.business)
+	s.mesh.Start(func(peer string) (roamingv1.BusinessServiceClient, error) {
+		conn, err := s.direct.Conn(peer)
+		if err != nil {
+			return nil, err
+		}
+		return roamingv1.NewBusinessServiceClient(conn), nil
+	})
 	ctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
 	s.wg.Add(2)
@@ -142,6 +179,9 @@ func (s *System) Start(home *businesscenter.Home, local business.Local) error {
 	s.log.Info("roaming system serving", slog.String("addr", lis.Addr().String()), slog.Any("peers", s.peers.Names()))
 	return nil
 }
+
+// Mesh is the region's link table and router.
+func (s *System) Mesh() *mesh.Mesh { return s.mesh }
 
 // Addr is the roaming listener's address.
 func (s *System) Addr() string { return s.lis.Addr().String() }
@@ -173,7 +213,9 @@ func (s *System) Close() error {
 		for _, sb := range s.submitters {
 			sb.Stop()
 		}
+		s.mesh.Close()
 		_ = s.peers.Close()
+		_ = s.direct.Close()
 	})
 	return nil
 }
@@ -227,3 +269,37 @@ func (s *System) Committed(g *recordv1.Group, m *recordv1.Message) { s.router.Co
 
 // Presence implements businesscenter.Roaming.
 func (s *System) Presence(ch *recordv1.PresenceChange) { s.router.Presence(ch) }
+
+// CutLink runs a drill on the link between this region and peer: the peer
+// cuts its side first (over the link itself, while it still works), then
+// this region cuts its own. Traffic between the two then stops in both
+// directions, heartbeats included, until RestoreLink.
+func (s *System) CutLink(ctx context.Context, peer, reason string) error {
+	if err := s.drillPeer(ctx, peer, true, reason); err != nil {
+		return fmt.Errorf("cut %s-%s: peer side: %w", s.cfg.Self, peer, err)
+	}
+	return s.mesh.Cut(peer)
+}
+
+// RestoreLink ends a drill: this region restores its side, then tells the
+// peer over the link, now open in this direction, to restore its own.
+func (s *System) RestoreLink(ctx context.Context, peer, reason string) error {
+	if err := s.mesh.Restore(peer); err != nil {
+		return err
+	}
+	if err := s.drillPeer(ctx, peer, false, reason); err != nil {
+		return fmt.Errorf("restore %s-%s: peer side: %w", s.cfg.Self, peer, err)
+	}
+	return nil
+}
+
+func (s *System) drillPeer(ctx context.Context, peer string, cut bool, reason string) error {
+	conn, err := s.direct.Conn(peer)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	_, err = roamingv1.NewBusinessServiceClient(conn).Drill(ctx, &roamingv1.DrillRequest{Cut: cut, Reason: reason}, grpc.WaitForReady(true))
+	return err
+}

@@ -29,6 +29,7 @@ import (
 	"github.com/roamfed/roamfed/internal/password"
 	"github.com/roamfed/roamfed/regions"
 	"github.com/roamfed/roamfed/roaming"
+	"github.com/roamfed/roamfed/roaming/mesh"
 	roamingpool "github.com/roamfed/roamfed/roaming/resourcepool"
 	"github.com/roamfed/roamfed/servicecenter/businesscenter"
 	"github.com/roamfed/roamfed/servicecenter/datacenter"
@@ -54,8 +55,11 @@ type Config struct {
 	RoamingLimits roamingpool.Limits
 	// ReplicateEvery is the home directory replication interval.
 	ReplicateEvery time.Duration
-	// DialOptions are added to every peer connection.
-	DialOptions []grpc.DialOption
+	// Dial makes the connections to peers; nil means TCP. Tests and
+	// benchmarks pass one that delays or breaks links (internal/netem).
+	Dial func(ctx context.Context, addr string) (net.Conn, error)
+	// Mesh tunes link heartbeats and relays.
+	Mesh mesh.Config
 
 	// Tuning for tests; zero values are the production defaults.
 	AckTimeout  time.Duration
@@ -119,7 +123,8 @@ func Start(cfg Config) (st *Stack, err error) {
 			Logger:         cfg.Logger,
 			ListenAddr:     cfg.RoamingAddr,
 			ReplicateEvery: cfg.ReplicateEvery,
-			DialOptions:    cfg.DialOptions,
+			Dial:           cfg.Dial,
+			Mesh:           cfg.Mesh,
 		})
 		if err != nil {
 			return nil, err

@@ -14,6 +14,7 @@ import (
 	recordv1 "github.com/roamfed/roamfed/api/record/v1"
 	roamingv1 "github.com/roamfed/roamfed/api/roaming/v1"
 	"github.com/roamfed/roamfed/api/rpcstatus"
+	"github.com/roamfed/roamfed/roaming/mesh"
 	"github.com/roamfed/roamfed/roaming/resourcepool"
 	"github.com/roamfed/roamfed/servicecenter/businesscenter"
 )
@@ -25,6 +26,7 @@ type Server struct {
 	log    *slog.Logger
 	home   *businesscenter.Home
 	router *Router
+	mesh   *mesh.Mesh
 	// maxBatch bounds the messages of one Submit or Deliver batch.
 	maxBatch int
 	// closing ends the long-lived streams, so that a graceful stop of the
@@ -64,8 +66,8 @@ type recvResult[T any] struct {
 var _ roamingv1.BusinessServiceServer = (*Server)(nil)
 
 // NewServer returns a BusinessService server.
-func NewServer(region string, log *slog.Logger, home *businesscenter.Home, router *Router, maxBatch int) *Server {
-	return &Server{region: region, log: log, home: home, router: router, maxBatch: maxBatch, closing: make(chan struct{})}
+func NewServer(region string, log *slog.Logger, home *businesscenter.Home, router *Router, m *mesh.Mesh, maxBatch int) *Server {
+	return &Server{region: region, log: log, home: home, router: router, mesh: m, maxBatch: maxBatch, closing: make(chan struct{})}
 }
 
 // Submit commits the messages a peer submits to groups homed here. Batches
@@ -175,7 +177,38 @@ func (s *Server) Deliver(stream roamingv1.BusinessService_DeliverServer) error {
 	}
 }
 
-// Heartbeat answers a peer's link probe.
+// Heartbeat answers a peer's link probe with this region's link views.
 func (s *Server) Heartbeat(context.Context, *roamingv1.HeartbeatRequest) (*roamingv1.HeartbeatResponse, error) {
-	return &roamingv1.HeartbeatResponse{Region: s.region, ReceivedAt: timestamppb.Now()}, nil
+	return &roamingv1.HeartbeatResponse{Region: s.region, ReceivedAt: timestamppb.Now(), Links: s.mesh.Views()}, nil
+}
+
+// Relay carries a connection for a region whose direct link is down.
+func (s *Server) Relay(stream roamingv1.BusinessService_RelayServer) error {
+	caller, err := resourcepool.RegionFromContext(stream.Context())
+	if err != nil {
+		return err
+	}
+	return s.mesh.ServeRelay(caller, stream)
+}
+
+// Drill applies a drill on the link between the caller and this region.
+func (s *Server) Drill(ctx context.Context, req *roamingv1.DrillRequest) (*roamingv1.DrillResponse, error) {
+	caller, err := resourcepool.RegionFromContext(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if req.GetCut() {
+		err = s.mesh.Cut(caller)
+	} else {
+		err = s.mesh.Restore(caller)
+	}
+	if err != nil {
+		return nil, status.Error(codes.NotFound, err.Error())
+	}
+	state := roamingv1.LinkState_LINK_STATE_DOWN
+	if req.GetCut() {
+		state = roamingv1.LinkState_LINK_STATE_CUT
+	}
+	s.log.Info("link drill applied at peer's request", slog.String("peer", caller), slog.Bool("cut", req.GetCut()), slog.String("reason", req.GetReason()))
+	return &roamingv1.DrillResponse{State: state}, nil
 }

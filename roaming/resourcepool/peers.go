@@ -139,7 +139,9 @@ func NewPeers(cfg Config) (*Peers, error) {
 		}()
 		if err == nil {
 			var conn *grpc.ClientConn
-			conn, err = grpc.NewClient(addr, opts...)
+			// passthrough: the dialer gets the address as the federation
+			// file spells it, which is how the mesh knows the peer.
+			conn, err = grpc.NewClient("passthrough:///"+addr, opts...)
 			if err != nil {
 				err = fmt.Errorf("resourcepool: grpc.NewClient for peer %q at %q: %w", name, addr, err)
 			} else {

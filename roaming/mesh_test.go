@@ -1,0 +1,108 @@
+package roaming_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	clientv1 "github.com/roamfed/roamfed/api/client/v1"
+	roamingv1 "github.com/roamfed/roamfed/api/roaming/v1"
+	"github.com/roamfed/roamfed/internal/stack"
+)
+
+// waitLink polls until region's view of its link to peer is in state.
+func waitLink(t *testing.T, st *stack.Stack, peer string, state roamingv1.LinkState, within time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for time.Since(start) < within {
+		for _, l := range st.Roaming().Mesh().Status() {
+			if l.Peer == peer && l.State == state {
+				return time.Since(start)
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("%s: link to %s not %v within %s: %+v", st.Region(), peer, state, within, st.Roaming().Mesh().Status())
+	return 0
+}
+
+func TestCutLinkReroutesThroughThirdRegion(t *testing.T) {
+	fed := startFederation(t, "ap", "eu", "us")
+	for _, a := range []string{"ap", "eu", "us"} {
+		for _, b := range []string{"ap", "eu", "us"} {
+			if a != b {
+				waitLink(t, fed[a], b, roamingv1.LinkState_LINK_STATE_UP, 5*time.Second)
+			}
+		}
+	}
+	register(t, fed["eu"], "erin")
+	register(t, fed["us"], "uma")
+	erin := login(t, fed["eu"], "erin")
+	uma := login(t, fed["us"], "uma")
+	g, err := uma.c.CreateGroup(uma.ctx, &clientv1.CreateGroupRequest{Name: "us-group"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gid := g.GetGroup().GetId()
+	if _, err := erin.c.JoinGroup(erin.ctx, &clientv1.JoinGroupRequest{GroupId: gid}); err != nil {
+		t.Fatal(err)
+	}
+	stream, err := erin.c.Session(erin.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Recv(); err != nil {
+		t.Fatal(err)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := fed["eu"].Roaming().CutLink(ctx, "us", "test"); err != nil {
+		t.Fatal(err)
+	}
+	waitLink(t, fed["eu"], "us", roamingv1.LinkState_LINK_STATE_CUT, time.Second)
+	waitLink(t, fed["us"], "eu", roamingv1.LinkState_LINK_STATE_CUT, time.Second)
+	if via, ok := fed["eu"].Roaming().Mesh().Route("us"); !ok || via != "ap" {
+		t.Fatalf("route eu→us = %q, %v; want via ap", via, ok)
+	}
+	// erin (eu) sends to the us-homed group: submitted through ap; and
+	// uma's messages reach erin through ap.
+	const n = 20
+	for i := 1; i <= n; i++ {
+		u := erin
+		if i%2 == 0 {
+			u = uma
+		}
+		sctx, scancel := context.WithTimeout(u.ctx, 10*time.Second)
+		r, err := u.c.SendMessage(sctx, &clientv1.SendMessageRequest{GroupId: gid, ClientMsgId: fmt.Sprint("m", i), Body: fmt.Sprint("msg ", i)})
+		scancel()
+		if err != nil {
+			t.Fatalf("send %d during cut: %v", i, err)
+		}
+		if r.GetSeq() != uint64(i) {
+			t.Fatalf("send %d: seq %d", i, r.GetSeq())
+		}
+	}
+	for got := 0; got < n; {
+		resp, err := stream.Recv()
+		if err != nil {
+			t.Fatalf("recv after %d: %v", got, err)
+		}
+		if d := resp.GetDelivery(); d != nil {
+			got++
+			if d.GetMessage().GetSeq() != uint64(got) {
+				t.Fatalf("delivery %d: seq %d", got, d.GetMessage().GetSeq())
+			}
+			_ = stream.Send(&clientv1.SessionRequest{Kind: &clientv1.SessionRequest_Ack{Ack: &clientv1.Ack{DeliveryIds: []uint64{d.GetDeliveryId()}}}})
+		}
+	}
+	if err := fed["eu"].Roaming().RestoreLink(ctx, "us", "test"); err != nil {
+		t.Fatal(err)
+	}
+	waitLink(t, fed["eu"], "us", roamingv1.LinkState_LINK_STATE_UP, 3*time.Second)
+	waitLink(t, fed["us"], "eu", roamingv1.LinkState_LINK_STATE_UP, 3*time.Second)
+	if via, ok := fed["eu"].Roaming().Mesh().Route("us"); !ok || via != "" {
+		t.Fatalf("route eu→us after restore = %q, %v; want direct", via, ok)
+	}
+}
