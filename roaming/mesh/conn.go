@@ -59,15 +59,15 @@ func (g *gate) wait(closed <-chan struct{}) bool {
 // gate.
 type trackedConn struct {
 	net.Conn
-	m      *Mesh
-	peer   string
-	via    string
-	gate   *gate // nil for relayed conns: a drill on this link does not touch them
+	m    *Mesh
+	peer string
+	via  string
+	gate *gate // nil for relayed conns: a drill on this link does not touch them
 	// traffic conns carry the region's calls; the others are heartbeats
 	// and relays for other regions, which are not rerouted.
 	traffic bool
-	once   sync.Once
-	closed chan struct{}
+	once    sync.Once
+	closed  chan struct{}
 }
 
 func (c *trackedConn) Read(b []byte) (int, error) {
