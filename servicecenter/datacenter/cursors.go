@@ -24,8 +24,14 @@ func (s *Store) AdvanceCursors(cs []Cursor) error {
 	defer s.writeMu.Unlock()
 	b := s.db.NewBatch()
 	defer b.Close()
+	// The batch is not readable, so a cursor named twice in cs is compared
+	// with what this call already set for it.
+	set := make(map[string]uint64, len(cs))
 	for _, c := range cs {
 		k := key(tagCursor, c.UserID, c.GroupID)
+		if prev, ok := set[string(k)]; ok && prev >= c.Seq {
+			continue
+		}
 		old, err := s.getRaw(k)
 		if err != nil {
 			return err
@@ -33,6 +39,7 @@ func (s *Store) AdvanceCursors(cs []Cursor) error {
 		if prev, ok := decodeSeq(old); ok && prev >= c.Seq {
 			continue
 		}
+		set[string(k)] = c.Seq
 		_ = b.Set(k, encodeSeq(c.Seq), nil)
 	}
 	if b.Empty() {

@@ -57,6 +57,9 @@ func (s *Store) OnCommit(fn func([]*recordv1.Message)) {
 // LastSeq returns the sequence number of the group's newest message, 0 for
 // an empty log.
 func (s *Store) LastSeq(groupID string) (uint64, error) {
+	if s.isClosed() {
+		return 0, ErrClosed
+	}
 	return s.commits.lastSeq(groupID)
 }
 
@@ -254,6 +257,7 @@ func (c *committer) commit(reqs []*appendReq) {
 		m.Seq = last + 1
 		v, err := marshal(m)
 		if err != nil {
+			m.Seq = 0 // as when a commit fails: no number was taken
 			r.err = err
 			close(r.done)
 			continue

@@ -97,7 +97,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		po.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
 	}
 	po.EnsureDefaults()
-	db, err := pebble.Open(dir, po)
+	db, err := openPebble(dir, po)
 	if err != nil {
 		return nil, fmt.Errorf("pebble open %s: %w", dir, err)
 	}
@@ -110,6 +110,23 @@ func Open(dir string, opts Options) (*Store, error) {
 	}
 	s.commits = startCommitter(s, opts.MaxBatch)
 	return s, nil
+}
+
+// openPebble is pebble.Open, except that a fatal error Pebble raises while
+// opening (a failed MANIFEST write, say) is returned rather than panicking
+// out of Open. Pebble releases the lock and what it allocated before it
+// re-panics.
+func openPebble(dir string, po *pebble.Options) (db *pebble.DB, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			f, ok := r.(pebbleFatal)
+			if !ok {
+				panic(r)
+			}
+			db, err = nil, f
+		}
+	}()
+	return pebble.Open(dir, po)
 }
 
 // Close stops the commit queue, waits for the appends in it, and closes the
@@ -191,10 +208,18 @@ func (p pebbleLogger) Errorf(format string, args ...any) {
 	p.l.Error(fmt.Sprintf(format, args...), slog.String("component", "pebble"))
 }
 
+// Fatalf must not return (Pebble's state is unknown after it), so it
+// panics; openPebble turns a panic during Open into an error.
 func (p pebbleLogger) Fatalf(format string, args ...any) {
-	p.l.Error(fmt.Sprintf(format, args...), slog.String("component", "pebble"))
-	panic(fmt.Sprintf(format, args...))
+	msg := fmt.Sprintf(format, args...)
+	p.l.Error(msg, slog.String("component", "pebble"))
+	panic(pebbleFatal{msg})
 }
+
+// pebbleFatal is what pebbleLogger.Fatalf panics with.
+type pebbleFatal struct{ msg string }
+
+func (f pebbleFatal) Error() string { return f.msg }
 
 func unmarshal(v []byte, m proto.Message) error {
 	if err := proto.Unmarshal(v, m); err != nil {
