@@ -2184,6 +2184,165 @@ func (x *DrillResponse) GetState() LinkState {
 	return LinkState_LINK_STATE_UNSPECIFIED
 }
 
+type ResyncRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResyncRequest) Reset() {
+	*x = ResyncRequest{}
+	mi := &file_roaming_v1_roaming_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResyncRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResyncRequest) ProtoMessage() {}
+
+func (x *ResyncRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_roaming_v1_roaming_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResyncRequest.ProtoReflect.Descriptor instead.
+func (*ResyncRequest) Descriptor() ([]byte, []int) {
+	return file_roaming_v1_roaming_proto_rawDescGZIP(), []int{35}
+}
+
+type ResyncResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Result        *ResyncResult          `protobuf:"bytes,1,opt,name=result,proto3" json:"result,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResyncResponse) Reset() {
+	*x = ResyncResponse{}
+	mi := &file_roaming_v1_roaming_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResyncResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResyncResponse) ProtoMessage() {}
+
+func (x *ResyncResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_roaming_v1_roaming_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResyncResponse.ProtoReflect.Descriptor instead.
+func (*ResyncResponse) Descriptor() ([]byte, []int) {
+	return file_roaming_v1_roaming_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *ResyncResponse) GetResult() *ResyncResult {
+	if x != nil {
+		return x.Result
+	}
+	return nil
+}
+
+// ResyncResult is what one region's resync found.
+type ResyncResult struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Region string                 `protobuf:"bytes,1,opt,name=region,proto3" json:"region,omitempty"`
+	// Records checked, added or corrected, and removed.
+	Checked   uint64 `protobuf:"varint,2,opt,name=checked,proto3" json:"checked,omitempty"`
+	Corrected uint64 `protobuf:"varint,3,opt,name=corrected,proto3" json:"corrected,omitempty"`
+	Removed   uint64 `protobuf:"varint,4,opt,name=removed,proto3" json:"removed,omitempty"`
+	// Set when the region could not be reached or failed.
+	Error         string `protobuf:"bytes,5,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResyncResult) Reset() {
+	*x = ResyncResult{}
+	mi := &file_roaming_v1_roaming_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResyncResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResyncResult) ProtoMessage() {}
+
+func (x *ResyncResult) ProtoReflect() protoreflect.Message {
+	mi := &file_roaming_v1_roaming_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResyncResult.ProtoReflect.Descriptor instead.
+func (*ResyncResult) Descriptor() ([]byte, []int) {
+	return file_roaming_v1_roaming_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *ResyncResult) GetRegion() string {
+	if x != nil {
+		return x.Region
+	}
+	return ""
+}
+
+func (x *ResyncResult) GetChecked() uint64 {
+	if x != nil {
+		return x.Checked
+	}
+	return 0
+}
+
+func (x *ResyncResult) GetCorrected() uint64 {
+	if x != nil {
+		return x.Corrected
+	}
+	return 0
+}
+
+func (x *ResyncResult) GetRemoved() uint64 {
+	if x != nil {
+		return x.Removed
+	}
+	return 0
+}
+
+func (x *ResyncResult) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 var File_roaming_v1_roaming_proto protoreflect.FileDescriptor
 
 const file_roaming_v1_roaming_proto_rawDesc = "" +
@@ -2318,7 +2477,16 @@ const file_roaming_v1_roaming_proto_rawDesc = "" +
 	"\x03cut\x18\x01 \x01(\bR\x03cut\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\"<\n" +
 	"\rDrillResponse\x12+\n" +
-	"\x05state\x18\x01 \x01(\x0e2\x15.roaming.v1.LinkStateR\x05state*\x7f\n" +
+	"\x05state\x18\x01 \x01(\x0e2\x15.roaming.v1.LinkStateR\x05state\"\x0f\n" +
+	"\rResyncRequest\"B\n" +
+	"\x0eResyncResponse\x120\n" +
+	"\x06result\x18\x01 \x01(\v2\x18.roaming.v1.ResyncResultR\x06result\"\x8e\x01\n" +
+	"\fResyncResult\x12\x16\n" +
+	"\x06region\x18\x01 \x01(\tR\x06region\x12\x18\n" +
+	"\achecked\x18\x02 \x01(\x04R\achecked\x12\x1c\n" +
+	"\tcorrected\x18\x03 \x01(\x04R\tcorrected\x12\x18\n" +
+	"\aremoved\x18\x04 \x01(\x04R\aremoved\x12\x14\n" +
+	"\x05error\x18\x05 \x01(\tR\x05error*\x7f\n" +
 	"\rDirectoryKind\x12\x1e\n" +
 	"\x1aDIRECTORY_KIND_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13DIRECTORY_KIND_USER\x10\x01\x12\x1b\n" +
@@ -2328,7 +2496,7 @@ const file_roaming_v1_roaming_proto_rawDesc = "" +
 	"\x16LINK_STATE_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rLINK_STATE_UP\x10\x01\x12\x13\n" +
 	"\x0fLINK_STATE_DOWN\x10\x02\x12\x12\n" +
-	"\x0eLINK_STATE_CUT\x10\x032\x9c\x05\n" +
+	"\x0eLINK_STATE_CUT\x10\x032\xdd\x05\n" +
 	"\vDataService\x12?\n" +
 	"\x06Locate\x12\x19.roaming.v1.LocateRequest\x1a\x1a.roaming.v1.LocateResponse\x12E\n" +
 	"\bGetGroup\x12\x1b.roaming.v1.GetGroupRequest\x1a\x1c.roaming.v1.GetGroupResponse\x12K\n" +
@@ -2338,7 +2506,8 @@ const file_roaming_v1_roaming_proto_rawDesc = "" +
 	"\x0eUpdateLocation\x12!.roaming.v1.UpdateLocationRequest\x1a\".roaming.v1.UpdateLocationResponse\x12c\n" +
 	"\x12ReplicateDirectory\x12%.roaming.v1.ReplicateDirectoryRequest\x1a&.roaming.v1.ReplicateDirectoryResponse\x12Q\n" +
 	"\fFetchHistory\x12\x1f.roaming.v1.FetchHistoryRequest\x1a .roaming.v1.FetchHistoryResponse\x12W\n" +
-	"\x0eListUserGroups\x12!.roaming.v1.ListUserGroupsRequest\x1a\".roaming.v1.ListUserGroupsResponse2\xe8\x02\n" +
+	"\x0eListUserGroups\x12!.roaming.v1.ListUserGroupsRequest\x1a\".roaming.v1.ListUserGroupsResponse\x12?\n" +
+	"\x06Resync\x12\x19.roaming.v1.ResyncRequest\x1a\x1a.roaming.v1.ResyncResponse2\xe8\x02\n" +
 	"\x0fBusinessService\x12C\n" +
 	"\x06Submit\x12\x19.roaming.v1.SubmitRequest\x1a\x1a.roaming.v1.SubmitResponse(\x010\x01\x12F\n" +
 	"\aDeliver\x12\x1a.roaming.v1.DeliverRequest\x1a\x1b.roaming.v1.DeliverResponse(\x010\x01\x12H\n" +
@@ -2359,7 +2528,7 @@ func file_roaming_v1_roaming_proto_rawDescGZIP() []byte {
 }
 
 var file_roaming_v1_roaming_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_roaming_v1_roaming_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_roaming_v1_roaming_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
 var file_roaming_v1_roaming_proto_goTypes = []any{
 	(DirectoryKind)(0),                 // 0: roaming.v1.DirectoryKind
 	(LinkState)(0),                     // 1: roaming.v1.LinkState
@@ -2398,75 +2567,81 @@ var file_roaming_v1_roaming_proto_goTypes = []any{
 	(*RelayOpen)(nil),                  // 34: roaming.v1.RelayOpen
 	(*DrillRequest)(nil),               // 35: roaming.v1.DrillRequest
 	(*DrillResponse)(nil),              // 36: roaming.v1.DrillResponse
-	nil,                                // 37: roaming.v1.GroupChange.SettingsEntry
-	(*v1.Group)(nil),                   // 38: record.v1.Group
-	(*v1.Member)(nil),                  // 39: record.v1.Member
-	(*v1.User)(nil),                    // 40: record.v1.User
-	(*v1.Message)(nil),                 // 41: record.v1.Message
-	(*timestamppb.Timestamp)(nil),      // 42: google.protobuf.Timestamp
-	(*v1.Fanout)(nil),                  // 43: record.v1.Fanout
-	(*v1.PresenceChange)(nil),          // 44: record.v1.PresenceChange
+	(*ResyncRequest)(nil),              // 37: roaming.v1.ResyncRequest
+	(*ResyncResponse)(nil),             // 38: roaming.v1.ResyncResponse
+	(*ResyncResult)(nil),               // 39: roaming.v1.ResyncResult
+	nil,                                // 40: roaming.v1.GroupChange.SettingsEntry
+	(*v1.Group)(nil),                   // 41: record.v1.Group
+	(*v1.Member)(nil),                  // 42: record.v1.Member
+	(*v1.User)(nil),                    // 43: record.v1.User
+	(*v1.Message)(nil),                 // 44: record.v1.Message
+	(*timestamppb.Timestamp)(nil),      // 45: google.protobuf.Timestamp
+	(*v1.Fanout)(nil),                  // 46: record.v1.Fanout
+	(*v1.PresenceChange)(nil),          // 47: record.v1.PresenceChange
 }
 var file_roaming_v1_roaming_proto_depIdxs = []int32{
 	0,  // 0: roaming.v1.DirectoryRecord.kind:type_name -> roaming.v1.DirectoryKind
 	4,  // 1: roaming.v1.LocateRequest.keys:type_name -> roaming.v1.DirectoryKey
 	0,  // 2: roaming.v1.DirectoryKey.kind:type_name -> roaming.v1.DirectoryKind
 	2,  // 3: roaming.v1.LocateResponse.records:type_name -> roaming.v1.DirectoryRecord
-	38, // 4: roaming.v1.GetGroupResponse.group:type_name -> record.v1.Group
-	37, // 5: roaming.v1.GroupChange.settings:type_name -> roaming.v1.GroupChange.SettingsEntry
+	41, // 4: roaming.v1.GetGroupResponse.group:type_name -> record.v1.Group
+	40, // 5: roaming.v1.GroupChange.settings:type_name -> roaming.v1.GroupChange.SettingsEntry
 	8,  // 6: roaming.v1.StoreGroupRequest.update:type_name -> roaming.v1.GroupChange
-	39, // 7: roaming.v1.StoreGroupRequest.join:type_name -> record.v1.Member
-	38, // 8: roaming.v1.StoreGroupResponse.group:type_name -> record.v1.Group
-	40, // 9: roaming.v1.VerifyLoginResponse.user:type_name -> record.v1.User
+	42, // 7: roaming.v1.StoreGroupRequest.join:type_name -> record.v1.Member
+	41, // 8: roaming.v1.StoreGroupResponse.group:type_name -> record.v1.Group
+	43, // 9: roaming.v1.VerifyLoginResponse.user:type_name -> record.v1.User
 	15, // 10: roaming.v1.ReplicateDirectoryRequest.held:type_name -> roaming.v1.BatchVersion
 	15, // 11: roaming.v1.BatchUpdate.version:type_name -> roaming.v1.BatchVersion
 	2,  // 12: roaming.v1.BatchUpdate.records:type_name -> roaming.v1.DirectoryRecord
 	17, // 13: roaming.v1.ReplicateDirectoryResponse.updates:type_name -> roaming.v1.BatchUpdate
-	41, // 14: roaming.v1.FetchHistoryResponse.messages:type_name -> record.v1.Message
+	44, // 14: roaming.v1.FetchHistoryResponse.messages:type_name -> record.v1.Message
 	23, // 15: roaming.v1.ListUserGroupsResponse.groups:type_name -> roaming.v1.UserGroup
-	38, // 16: roaming.v1.UserGroup.group:type_name -> record.v1.Group
-	41, // 17: roaming.v1.SubmitRequest.messages:type_name -> record.v1.Message
+	41, // 16: roaming.v1.UserGroup.group:type_name -> record.v1.Group
+	44, // 17: roaming.v1.SubmitRequest.messages:type_name -> record.v1.Message
 	26, // 18: roaming.v1.SubmitResponse.results:type_name -> roaming.v1.SubmitResult
-	42, // 19: roaming.v1.SubmitResult.committed_at:type_name -> google.protobuf.Timestamp
-	43, // 20: roaming.v1.DeliverRequest.items:type_name -> record.v1.Fanout
-	44, // 21: roaming.v1.DeliverRequest.presence:type_name -> record.v1.PresenceChange
-	42, // 22: roaming.v1.HeartbeatRequest.sent_at:type_name -> google.protobuf.Timestamp
-	42, // 23: roaming.v1.HeartbeatResponse.received_at:type_name -> google.protobuf.Timestamp
+	45, // 19: roaming.v1.SubmitResult.committed_at:type_name -> google.protobuf.Timestamp
+	46, // 20: roaming.v1.DeliverRequest.items:type_name -> record.v1.Fanout
+	47, // 21: roaming.v1.DeliverRequest.presence:type_name -> record.v1.PresenceChange
+	45, // 22: roaming.v1.HeartbeatRequest.sent_at:type_name -> google.protobuf.Timestamp
+	45, // 23: roaming.v1.HeartbeatResponse.received_at:type_name -> google.protobuf.Timestamp
 	31, // 24: roaming.v1.HeartbeatResponse.links:type_name -> roaming.v1.LinkView
 	1,  // 25: roaming.v1.LinkView.state:type_name -> roaming.v1.LinkState
 	34, // 26: roaming.v1.RelayRequest.open:type_name -> roaming.v1.RelayOpen
 	1,  // 27: roaming.v1.DrillResponse.state:type_name -> roaming.v1.LinkState
-	3,  // 28: roaming.v1.DataService.Locate:input_type -> roaming.v1.LocateRequest
-	6,  // 29: roaming.v1.DataService.GetGroup:input_type -> roaming.v1.GetGroupRequest
-	9,  // 30: roaming.v1.DataService.StoreGroup:input_type -> roaming.v1.StoreGroupRequest
-	11, // 31: roaming.v1.DataService.VerifyLogin:input_type -> roaming.v1.VerifyLoginRequest
-	13, // 32: roaming.v1.DataService.UpdateLocation:input_type -> roaming.v1.UpdateLocationRequest
-	16, // 33: roaming.v1.DataService.ReplicateDirectory:input_type -> roaming.v1.ReplicateDirectoryRequest
-	19, // 34: roaming.v1.DataService.FetchHistory:input_type -> roaming.v1.FetchHistoryRequest
-	21, // 35: roaming.v1.DataService.ListUserGroups:input_type -> roaming.v1.ListUserGroupsRequest
-	24, // 36: roaming.v1.BusinessService.Submit:input_type -> roaming.v1.SubmitRequest
-	27, // 37: roaming.v1.BusinessService.Deliver:input_type -> roaming.v1.DeliverRequest
-	29, // 38: roaming.v1.BusinessService.Heartbeat:input_type -> roaming.v1.HeartbeatRequest
-	32, // 39: roaming.v1.BusinessService.Relay:input_type -> roaming.v1.RelayRequest
-	35, // 40: roaming.v1.BusinessService.Drill:input_type -> roaming.v1.DrillRequest
-	5,  // 41: roaming.v1.DataService.Locate:output_type -> roaming.v1.LocateResponse
-	7,  // 42: roaming.v1.DataService.GetGroup:output_type -> roaming.v1.GetGroupResponse
-	10, // 43: roaming.v1.DataService.StoreGroup:output_type -> roaming.v1.StoreGroupResponse
-	12, // 44: roaming.v1.DataService.VerifyLogin:output_type -> roaming.v1.VerifyLoginResponse
-	14, // 45: roaming.v1.DataService.UpdateLocation:output_type -> roaming.v1.UpdateLocationResponse
-	18, // 46: roaming.v1.DataService.ReplicateDirectory:output_type -> roaming.v1.ReplicateDirectoryResponse
-	20, // 47: roaming.v1.DataService.FetchHistory:output_type -> roaming.v1.FetchHistoryResponse
-	22, // 48: roaming.v1.DataService.ListUserGroups:output_type -> roaming.v1.ListUserGroupsResponse
-	25, // 49: roaming.v1.BusinessService.Submit:output_type -> roaming.v1.SubmitResponse
-	28, // 50: roaming.v1.BusinessService.Deliver:output_type -> roaming.v1.DeliverResponse
-	30, // 51: roaming.v1.BusinessService.Heartbeat:output_type -> roaming.v1.HeartbeatResponse
-	33, // 52: roaming.v1.BusinessService.Relay:output_type -> roaming.v1.RelayResponse
-	36, // 53: roaming.v1.BusinessService.Drill:output_type -> roaming.v1.DrillResponse
-	41, // [41:54] is the sub-list for method output_type
-	28, // [28:41] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	39, // 28: roaming.v1.ResyncResponse.result:type_name -> roaming.v1.ResyncResult
+	3,  // 29: roaming.v1.DataService.Locate:input_type -> roaming.v1.LocateRequest
+	6,  // 30: roaming.v1.DataService.GetGroup:input_type -> roaming.v1.GetGroupRequest
+	9,  // 31: roaming.v1.DataService.StoreGroup:input_type -> roaming.v1.StoreGroupRequest
+	11, // 32: roaming.v1.DataService.VerifyLogin:input_type -> roaming.v1.VerifyLoginRequest
+	13, // 33: roaming.v1.DataService.UpdateLocation:input_type -> roaming.v1.UpdateLocationRequest
+	16, // 34: roaming.v1.DataService.ReplicateDirectory:input_type -> roaming.v1.ReplicateDirectoryRequest
+	19, // 35: roaming.v1.DataService.FetchHistory:input_type -> roaming.v1.FetchHistoryRequest
+	21, // 36: roaming.v1.DataService.ListUserGroups:input_type -> roaming.v1.ListUserGroupsRequest
+	37, // 37: roaming.v1.DataService.Resync:input_type -> roaming.v1.ResyncRequest
+	24, // 38: roaming.v1.BusinessService.Submit:input_type -> roaming.v1.SubmitRequest
+	27, // 39: roaming.v1.BusinessService.Deliver:input_type -> roaming.v1.DeliverRequest
+	29, // 40: roaming.v1.BusinessService.Heartbeat:input_type -> roaming.v1.HeartbeatRequest
+	32, // 41: roaming.v1.BusinessService.Relay:input_type -> roaming.v1.RelayRequest
+	35, // 42: roaming.v1.BusinessService.Drill:input_type -> roaming.v1.DrillRequest
+	5,  // 43: roaming.v1.DataService.Locate:output_type -> roaming.v1.LocateResponse
+	7,  // 44: roaming.v1.DataService.GetGroup:output_type -> roaming.v1.GetGroupResponse
+	10, // 45: roaming.v1.DataService.StoreGroup:output_type -> roaming.v1.StoreGroupResponse
+	12, // 46: roaming.v1.DataService.VerifyLogin:output_type -> roaming.v1.VerifyLoginResponse
+	14, // 47: roaming.v1.DataService.UpdateLocation:output_type -> roaming.v1.UpdateLocationResponse
+	18, // 48: roaming.v1.DataService.ReplicateDirectory:output_type -> roaming.v1.ReplicateDirectoryResponse
+	20, // 49: roaming.v1.DataService.FetchHistory:output_type -> roaming.v1.FetchHistoryResponse
+	22, // 50: roaming.v1.DataService.ListUserGroups:output_type -> roaming.v1.ListUserGroupsResponse
+	38, // 51: roaming.v1.DataService.Resync:output_type -> roaming.v1.ResyncResponse
+	25, // 52: roaming.v1.BusinessService.Submit:output_type -> roaming.v1.SubmitResponse
+	28, // 53: roaming.v1.BusinessService.Deliver:output_type -> roaming.v1.DeliverResponse
+	30, // 54: roaming.v1.BusinessService.Heartbeat:output_type -> roaming.v1.HeartbeatResponse
+	33, // 55: roaming.v1.BusinessService.Relay:output_type -> roaming.v1.RelayResponse
+	36, // 56: roaming.v1.BusinessService.Drill:output_type -> roaming.v1.DrillResponse
+	43, // [43:57] is the sub-list for method output_type
+	29, // [29:43] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_roaming_v1_roaming_proto_init() }
@@ -2490,7 +2665,7 @@ func file_roaming_v1_roaming_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_roaming_v1_roaming_proto_rawDesc), len(file_roaming_v1_roaming_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   36,
+			NumMessages:   39,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

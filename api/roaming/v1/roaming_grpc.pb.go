@@ -34,6 +34,7 @@ const (
 	DataService_ReplicateDirectory_FullMethodName = "/roaming.v1.DataService/ReplicateDirectory"
 	DataService_FetchHistory_FullMethodName       = "/roaming.v1.DataService/FetchHistory"
 	DataService_ListUserGroups_FullMethodName     = "/roaming.v1.DataService/ListUserGroups"
+	DataService_Resync_FullMethodName             = "/roaming.v1.DataService/Resync"
 )
 
 // DataServiceClient is the client API for DataService service.
@@ -64,6 +65,9 @@ type DataServiceClient interface {
 	// ListUserGroups returns the groups homed at the called region that a
 	// user is a member of.
 	ListUserGroups(ctx context.Context, in *ListUserGroupsRequest, opts ...grpc.CallOption) (*ListUserGroupsResponse, error)
+	// Resync has the called region check the home records it publishes
+	// against its data center and republish corrections.
+	Resync(ctx context.Context, in *ResyncRequest, opts ...grpc.CallOption) (*ResyncResponse, error)
 }
 
 type dataServiceClient struct {
@@ -154,6 +158,16 @@ func (c *dataServiceClient) ListUserGroups(ctx context.Context, in *ListUserGrou
 	return out, nil
 }
 
+func (c *dataServiceClient) Resync(ctx context.Context, in *ResyncRequest, opts ...grpc.CallOption) (*ResyncResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ResyncResponse)
+	err := c.cc.Invoke(ctx, DataService_Resync_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // DataServiceServer is the server API for DataService service.
 // All implementations must embed UnimplementedDataServiceServer
 // for forward compatibility.
@@ -182,6 +196,9 @@ type DataServiceServer interface {
 	// ListUserGroups returns the groups homed at the called region that a
 	// user is a member of.
 	ListUserGroups(context.Context, *ListUserGroupsRequest) (*ListUserGroupsResponse, error)
+	// Resync has the called region check the home records it publishes
+	// against its data center and republish corrections.
+	Resync(context.Context, *ResyncRequest) (*ResyncResponse, error)
 	mustEmbedUnimplementedDataServiceServer()
 }
 
@@ -215,6 +232,9 @@ func (UnimplementedDataServiceServer) FetchHistory(context.Context, *FetchHistor
 }
 func (UnimplementedDataServiceServer) ListUserGroups(context.Context, *ListUserGroupsRequest) (*ListUserGroupsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListUserGroups not implemented")
+}
+func (UnimplementedDataServiceServer) Resync(context.Context, *ResyncRequest) (*ResyncResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Resync not implemented")
 }
 func (UnimplementedDataServiceServer) mustEmbedUnimplementedDataServiceServer() {}
 func (UnimplementedDataServiceServer) testEmbeddedByValue()                     {}
@@ -381,6 +401,24 @@ func _DataService_ListUserGroups_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _DataService_Resync_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ResyncRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DataServiceServer).Resync(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: DataService_Resync_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DataServiceServer).Resync(ctx, req.(*ResyncRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // DataService_ServiceDesc is the grpc.ServiceDesc for DataService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -419,6 +457,10 @@ var DataService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListUserGroups",
 			Handler:    _DataService_ListUserGroups_Handler,
+		},
+		{
+			MethodName: "Resync",
+			Handler:    _DataService_Resync_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
