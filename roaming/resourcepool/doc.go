@@ -8,7 +8,10 @@
 //
 // [NewPeers] creates one *grpc.ClientConn per configured peer with
 // grpc.NewClient; nothing is dialled until the first call (or until a caller
-// asks a conn to Connect). Each conn keeps itself connected: keepalive pings
+// asks a conn to Connect). The target uses the passthrough resolver, so the
+// dialer (a Config.DialOptions dialer, or gRPC's own) gets the address as
+// configured and resolves a host name on every connect. Each conn keeps
+// itself connected: keepalive pings
 // every 10s even without streams, reconnects with exponential backoff (base
 // 100ms, max 3s, jitter 0.2), and allows messages up to [MaxMessageBytes]
 // both ways. Every call it carries names this region in the metadata key

@@ -107,6 +107,7 @@ func (w *Window) Acquire(ctx context.Context, n int64) error {
 			return wt.err
 		}
 		w.give(n)
+		w.grant()
 	default:
 		front := w.waiters.Front() == elem
 		w.waiters.Remove(elem)

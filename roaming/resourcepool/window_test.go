@@ -140,6 +140,35 @@ func TestWindowCancelWhileWaitingReleasesNothing(t *testing.T) {
 	}
 }
 
+// TestWindowGrantAfterCancelIsGivenBack makes a waiter's ctx end and then,
+// before the waiter can take the lock, grants it the budget. The waiter must
+// give the budget back and pass it on to the next waiter.
+func TestWindowGrantAfterCancelIsGivenBack(t *testing.T) {
+	w := NewWindow(1, 100)
+	if err := w.Acquire(t.Context(), 10); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	first := acquireAsync(t, ctx, w, 20)
+	waitFor(t, "the first waiter", waiters(w, 1))
+	second := acquireAsync(t, t.Context(), w, 30)
+	waitFor(t, "the second waiter", waiters(w, 2))
+
+	w.mu.Lock()
+	cancel() // wakes the first waiter, which then waits for w.mu
+	w.give(10)
+	w.grant() // grants the first waiter, whose ctx is already done
+	w.mu.Unlock()
+
+	if err := recvErr(t, first); !errors.Is(err, context.Canceled) {
+		t.Fatalf("first Acquire = %v; want context.Canceled", err)
+	}
+	if err := recvErr(t, second); err != nil {
+		t.Fatalf("second Acquire = %v; the given-back budget did not reach it", err)
+	}
+	assertUsage(t, w, 1, 30, 0)
+}
+
 func TestWindowDoneContextFailsEvenWhenItFits(t *testing.T) {
 	w := NewWindow(1, 100)
 	ctx, cancel := context.WithCancel(t.Context())
