@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"strings"
 
@@ -60,9 +61,13 @@ take it:
 			if err != nil {
 				return err
 			}
-			fmt.Fprintln(a.stdout, resp.GetGroup().GetId())
-			printGroup(a.stdout, resp.GetGroup(), a.loc, false)
-			return nil
+			// One write: `| head -1` may close the pipe once it has the id,
+			// and a later write would die of SIGPIPE.
+			var b bytes.Buffer
+			fmt.Fprintln(&b, resp.GetGroup().GetId())
+			printGroup(&b, resp.GetGroup(), a.loc, false)
+			_, err = a.stdout.Write(b.Bytes())
+			return err
 		},
 	}
 	cmd.Flags().StringVar(&notice, "notice", "", "the group's notice")

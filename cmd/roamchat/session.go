@@ -16,7 +16,7 @@ import (
 	clientv1 "github.com/roamfed/roamfed/api/client/v1"
 )
 
-// Tuning of a follower; tests shorten them.
+// Tuning of a follower.
 const (
 	defaultPingEvery = 30 * time.Second
 	// defaultGapGrace is how long a gap may stay open before its history
