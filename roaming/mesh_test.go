@@ -106,3 +106,91 @@ func TestCutLinkReroutesThroughThirdRegion(t *testing.T) {
 		t.Fatalf("route eu→us after restore = %q, %v; want direct", via, ok)
 	}
 }
+
+func TestIsolatedRegionAcceptsThenCommits(t *testing.T) {
+	fed := startFederation(t, "ap", "eu", "us")
+	for _, a := range []string{"ap", "eu", "us"} {
+		for _, b := range []string{"ap", "eu", "us"} {
+			if a != b {
+				waitLink(t, fed[a], b, roamingv1.LinkState_LINK_STATE_UP, 5*time.Second)
+			}
+		}
+	}
+	register(t, fed["eu"], "erin")
+	register(t, fed["us"], "uma")
+	register(t, fed["us"], "ursula")
+	erin := login(t, fed["eu"], "erin")
+	uma := login(t, fed["us"], "uma")
+	ursula := login(t, fed["us"], "ursula")
+	euGroup, err := erin.c.CreateGroup(erin.ctx, &clientv1.CreateGroupRequest{Name: "eu-group"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	usGroup, err := uma.c.CreateGroup(uma.ctx, &clientv1.CreateGroupRequest{Name: "us-group"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, j := range []struct {
+		u   user
+		gid string
+	}{{uma, euGroup.GetGroup().GetId()}, {ursula, usGroup.GetGroup().GetId()}} {
+		if _, err := j.u.c.JoinGroup(j.u.ctx, &clientv1.JoinGroupRequest{GroupId: j.gid}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stream, err := uma.c.Session(uma.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Recv(); err != nil {
+		t.Fatal(err)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for _, peer := range []string{"ap", "eu"} {
+		if err := fed["us"].Roaming().CutLink(ctx, peer, "test"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Local service goes on: ursula and uma chat in the us group.
+	for i := 1; i <= 5; i++ {
+		r, err := ursula.c.SendMessage(ursula.ctx, &clientv1.SendMessageRequest{GroupId: usGroup.GetGroup().GetId(), Body: fmt.Sprint("local ", i)})
+		if err != nil || r.GetState() != clientv1.DeliveryState_DELIVERY_STATE_COMMITTED {
+			t.Fatalf("local send during partition: %v %v", r, err)
+		}
+	}
+	// A send to the eu group is accepted, not committed.
+	r, err := uma.c.SendMessage(uma.ctx, &clientv1.SendMessageRequest{GroupId: euGroup.GetGroup().GetId(), ClientMsgId: "x1", Body: "to eu while cut off"})
+	if err != nil || r.GetState() != clientv1.DeliveryState_DELIVERY_STATE_ACCEPTED {
+		t.Fatalf("remote send during partition: %v %v; want accepted", r, err)
+	}
+	if items, _, _ := fed["us"].Store().OutboxDepth("eu"); items != 1 {
+		t.Fatalf("outbox for eu holds %d entries, want 1", items)
+	}
+	for _, peer := range []string{"ap", "eu"} {
+		if err := fed["us"].Roaming().RestoreLink(ctx, peer, "test"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// uma's session is told it was committed.
+	for {
+		resp, err := stream.Recv()
+		if err != nil {
+			t.Fatalf("waiting for receipt: %v", err)
+		}
+		if rc := resp.GetReceipt(); rc != nil {
+			if rc.GetMessageId() != r.GetMessageId() || rc.GetState() != clientv1.DeliveryState_DELIVERY_STATE_COMMITTED || rc.GetSeq() != 1 {
+				t.Fatalf("receipt %v", rc)
+			}
+			break
+		}
+	}
+	h, err := erin.c.GetHistory(erin.ctx, &clientv1.GetHistoryRequest{GroupId: euGroup.GetGroup().GetId()})
+	if err != nil || len(h.GetMessages()) != 1 || h.GetMessages()[0].GetBody() != "to eu while cut off" {
+		t.Fatalf("eu history after heal: %v %v", h, err)
+	}
+	if items, _, _ := fed["us"].Store().OutboxDepth("eu"); items != 0 {
+		t.Fatalf("outbox for eu holds %d entries after heal", items)
+	}
+}

@@ -36,6 +36,9 @@ type Config struct {
 	ListenAddr string
 	// ReplicateEvery is the directory replication interval; 0 means 500ms.
 	ReplicateEvery time.Duration
+	// AcceptWait is how long a send to a group homed elsewhere waits for
+	// the home to commit before it is answered as accepted; 0 means 1.5s.
+	AcceptWait time.Duration
 	// Dial makes the underlying connections to peers; nil means TCP.
 	// Tests and benchmarks pass one that delays or breaks links.
 	Dial func(ctx context.Context, addr string) (net.Conn, error)
@@ -56,6 +59,7 @@ type System struct {
 
 	submitters map[string]*business.Submitter
 	deliverers map[string]*business.Deliverer
+	outboxes   map[string]*business.Outbox
 
 	lis      net.Listener
 	server   *grpc.Server
@@ -75,6 +79,9 @@ func New(cfg Config) (*System, error) {
 	}
 	if cfg.ReplicateEvery <= 0 {
 		cfg.ReplicateEvery = 500 * time.Millisecond
+	}
+	if cfg.AcceptWait <= 0 {
+		cfg.AcceptWait = 1500 * time.Millisecond
 	}
 	self, ok := cfg.Federation.Region(cfg.Self)
 	if !ok {
@@ -129,6 +136,7 @@ func New(cfg Config) (*System, error) {
 		data:       dataservice.NewClient(cfg.Self, peers, cfg.Store, log),
 		submitters: make(map[string]*business.Submitter),
 		deliverers: make(map[string]*business.Deliverer),
+		outboxes:   make(map[string]*business.Outbox),
 	}
 	for _, name := range peers.Names() {
 		s.submitters[name] = business.NewSubmitter(name, peers, log)
@@ -142,6 +150,18 @@ func New(cfg Config) (*System, error) {
 // home answers peers for what this region homes; local takes deliveries.
 func (s *System) Start(home *businesscenter.Home, local business.Local) error {
 	s.router.SetLocal(local)
+	for _, name := range s.peers.Names() {
+		s.outboxes[name] = business.NewOutbox(business.OutboxConfig{
+			Peer:      name,
+			Store:     s.cfg.Store,
+			Submitter: s.submitters[name],
+			Location: func(ctx context.Context, req *roamingv1.UpdateLocationRequest) error {
+				return s.data.UpdateLocation(ctx, name, req)
+			},
+			Receipt: s.router.Receipt,
+			Logger:  s.log,
+		})
+	}
 	lis, err := net.Listen("tcp", s.cfg.ListenAddr)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", s.cfg.ListenAddr, err)
@@ -207,6 +227,9 @@ func (s *System) Close() error {
 		}
 		s.wg.Wait()
 		s.router.Stop()
+		for _, o := range s.outboxes {
+			o.Stop()
+		}
 		for _, d := range s.deliverers {
 			d.Stop()
 		}
@@ -235,13 +258,19 @@ func (s *System) StoreGroup(ctx context.Context, home string, req *roamingv1.Sto
 	return s.data.StoreGroup(ctx, home, req)
 }
 
-// Submit implements businesscenter.Roaming.
+// Submit implements businesscenter.Roaming: the message is synced in the
+// home's outbox first, then waits for the home to commit it, up to
+// AcceptWait (not at all when no route to the home exists).
 func (s *System) Submit(ctx context.Context, home string, m *recordv1.Message) (datacenter.Appended, error) {
-	sb, ok := s.submitters[home]
+	o, ok := s.outboxes[home]
 	if !ok {
 		return datacenter.Appended{}, fmt.Errorf("%w: %s", resourcepool.ErrUnknownPeer, home)
 	}
-	return sb.Submit(ctx, m)
+	wait := s.cfg.AcceptWait
+	if _, routed := s.mesh.Route(home); !routed {
+		wait = 0
+	}
+	return o.Submit(ctx, m, wait)
 }
 
 // FetchHistory implements businesscenter.Roaming.
@@ -254,9 +283,14 @@ func (s *System) VerifyLogin(ctx context.Context, home string, req *roamingv1.Ve
 	return s.data.VerifyLogin(ctx, home, req)
 }
 
-// UpdateLocation implements businesscenter.Roaming.
-func (s *System) UpdateLocation(ctx context.Context, home string, req *roamingv1.UpdateLocationRequest) error {
-	return s.data.UpdateLocation(ctx, home, req)
+// UpdateLocation implements businesscenter.Roaming: the update is queued in
+// the home's outbox and sent in order with the region's other work.
+func (s *System) UpdateLocation(_ context.Context, home string, req *roamingv1.UpdateLocationRequest) error {
+	o, ok := s.outboxes[home]
+	if !ok {
+		return fmt.Errorf("%w: %s", resourcepool.ErrUnknownPeer, home)
+	}
+	return o.UpdateLocation(req)
 }
 
 // ListUserGroups implements businesscenter.Roaming.

@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/roamfed/roamfed/internal/validate"
+	roamingpool "github.com/roamfed/roamfed/roaming/resourcepool"
 	"github.com/roamfed/roamfed/servicecenter/businesscenter"
 	"github.com/roamfed/roamfed/servicecenter/datacenter"
 )
@@ -37,6 +38,11 @@ var table = []struct {
 	{datacenter.ErrGroupNotFound, codes.NotFound},
 	{datacenter.ErrClosed, codes.Unavailable},
 	{datacenter.ErrCorrupt, codes.DataLoss},
+	// The outbox for a region is at its bound: cross-region work is
+	// refused, never dropped, until it drains.
+	{datacenter.ErrOutboxFull, codes.ResourceExhausted},
+	{datacenter.ErrNotInDirectory, codes.NotFound},
+	{roamingpool.ErrUnknownPeer, codes.FailedPrecondition},
 }
 
 // statusError is an error that carries its own status.

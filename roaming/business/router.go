@@ -18,6 +18,9 @@ type Local interface {
 	// ApplyPresence hands other regions' presence changes to the sessions
 	// here.
 	ApplyPresence(chs []*recordv1.PresenceChange)
+	// Receipt tells a sender's sessions here what became of a message
+	// accepted into the outbox.
+	Receipt(r *recordv1.Receipt)
 }
 
 // Router decides which region each committed message goes to, and takes
@@ -71,6 +74,13 @@ func NewRouter(region string, store *datacenter.Store, out map[string]*Deliverer
 	}
 	go r.run()
 	return r
+}
+
+// Receipt hands a receipt to the local service center.
+func (r *Router) Receipt(rc *recordv1.Receipt) {
+	if lp := r.local.Load(); lp != nil {
+		(*lp).Receipt(rc)
+	}
 }
 
 // SetLocal names the service center that takes inbound deliveries.

@@ -113,37 +113,36 @@ func (s *Server) Submit(stream roamingv1.BusinessService_SubmitServer) error {
 	}
 }
 
+// commitAll commits a batch in order; a message whose origin is not the
+// submitting region is refused.
 func (s *Server) commitAll(ctx context.Context, peer string, msgs []*recordv1.Message) []*roamingv1.SubmitResult {
 	results := make([]*roamingv1.SubmitResult, len(msgs))
-	var wg sync.WaitGroup
+	var ok []*recordv1.Message
+	var at []int
 	for i, m := range msgs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			results[i] = s.commitOne(ctx, peer, m)
-		}()
+		results[i] = &roamingv1.SubmitResult{MessageId: m.GetMessageId()}
+		if m.GetOriginRegion() != peer {
+			results[i].Code = int32(codes.PermissionDenied)
+			results[i].Error = "message origin " + m.GetOriginRegion() + " is not the submitting region " + peer
+			continue
+		}
+		ok = append(ok, m)
+		at = append(at, i)
 	}
-	wg.Wait()
+	res, errs := s.home.CommitAll(ctx, ok)
+	for j, i := range at {
+		r := results[i]
+		if err := errs[j]; err != nil {
+			st := status.Convert(rpcstatus.Convert(s.log, "roaming.v1.BusinessService/Submit", err))
+			r.Code, r.Error = int32(st.Code()), st.Message()
+			continue
+		}
+		r.MessageId = res[j].Message.GetMessageId()
+		r.Seq = res[j].Message.GetSeq()
+		r.Duplicate = res[j].Duplicate
+		r.CommittedAt = res[j].Message.GetCommittedAt()
+	}
 	return results
-}
-
-func (s *Server) commitOne(ctx context.Context, peer string, m *recordv1.Message) *roamingv1.SubmitResult {
-	r := &roamingv1.SubmitResult{MessageId: m.GetMessageId()}
-	if m.GetOriginRegion() != peer {
-		r.Code, r.Error = int32(codes.PermissionDenied), "message origin "+m.GetOriginRegion()+" is not the submitting region "+peer
-		return r
-	}
-	res, err := s.home.Commit(ctx, m)
-	if err != nil {
-		st := status.Convert(rpcstatus.Convert(s.log, "roaming.v1.BusinessService/Submit", err))
-		r.Code, r.Error = int32(st.Code()), st.Message()
-		return r
-	}
-	r.MessageId = res.Message.GetMessageId()
-	r.Seq = res.Message.GetSeq()
-	r.Duplicate = res.Duplicate
-	r.CommittedAt = res.Message.GetCommittedAt()
-	return r
 }
 
 // Deliver takes committed messages and presence changes from a peer.

@@ -79,6 +79,37 @@ func (s *Submitter) Submit(ctx context.Context, m *recordv1.Message) (datacenter
 	}
 }
 
+// SubmitAll submits msgs queued in order, so that they go out in order on
+// the stream, and waits for every answer.
+func (s *Submitter) SubmitAll(ctx context.Context, msgs []*recordv1.Message) ([]datacenter.Appended, []error) {
+	res := make([]datacenter.Appended, len(msgs))
+	errs := make([]error, len(msgs))
+	calls := make([]*submitCall, len(msgs))
+	for i, m := range msgs {
+		c := &submitCall{msg: m, done: make(chan struct{})}
+		select {
+		case s.queue <- c:
+			calls[i] = c
+		case <-ctx.Done():
+			errs[i] = ctx.Err()
+		case <-s.stop:
+			errs[i] = ErrStopped
+		}
+	}
+	for i, c := range calls {
+		if c == nil {
+			continue
+		}
+		select {
+		case <-c.done:
+			res[i], errs[i] = c.res, c.err
+		case <-ctx.Done():
+			errs[i] = ctx.Err()
+		}
+	}
+	return res, errs
+}
+
 // Stop ends the stream and fails the calls still waiting.
 func (s *Submitter) Stop() {
 	s.stopped.Do(func() { close(s.stop) })

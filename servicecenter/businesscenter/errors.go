@@ -14,6 +14,10 @@ var (
 	// ErrVersionMismatch means an update named an expected version that the
 	// group is no longer at.
 	ErrVersionMismatch = errors.New("the group has changed since the expected version")
+	// ErrAccepted is what Roaming.Submit returns for a message that is
+	// synced in this region's outbox but not yet committed by its home,
+	// which it will be when a route exists. It is not a failure.
+	ErrAccepted = errors.New("accepted: queued in the outbox until the group's home is reachable")
 	// ErrNotHomedHere means the group's home is another region and this
 	// region cannot reach it.
 	ErrNotHomedHere = errors.New("the group is homed in another region")

@@ -169,19 +169,44 @@ func validateOptional(v *string, check func(string) error) error {
 // m carries message_id, sender_id, client_msg_id, body, sent_at and
 // origin_region; Commit sets sender_name, committed_at and seq.
 func (h *Home) Commit(ctx context.Context, m *recordv1.Message) (datacenter.Appended, error) {
-	if err := errors.Join(
-		validate.ClientMsgID("client_msg_id", m.GetClientMsgId()),
-		validate.Body("body", m.GetBody()),
-	); err != nil {
-		return datacenter.Appended{}, err
+	res, errs := h.CommitAll(ctx, []*recordv1.Message{m})
+	return res[0], errs[0]
+}
+
+// CommitAll commits messages as Commit does, in order: a group's messages
+// among them get increasing sequence numbers in slice order.
+func (h *Home) CommitAll(ctx context.Context, msgs []*recordv1.Message) ([]datacenter.Appended, []error) {
+	res := make([]datacenter.Appended, len(msgs))
+	errs := make([]error, len(msgs))
+	var ok []*recordv1.Message
+	var at []int
+	now := timestamppb.New(h.now())
+	for i, m := range msgs {
+		if err := errors.Join(
+			validate.ClientMsgID("client_msg_id", m.GetClientMsgId()),
+			validate.Body("body", m.GetBody()),
+		); err != nil {
+			errs[i] = err
+			continue
+		}
+		_, mem, err := h.memberGroup(m.GetGroupId(), m.GetSenderId())
+		if err != nil {
+			errs[i] = err
+			continue
+		}
+		m.SenderName = mem.GetName()
+		m.CommittedAt = now
+		ok = append(ok, m)
+		at = append(at, i)
 	}
-	_, mem, err := h.memberGroup(m.GetGroupId(), m.GetSenderId())
-	if err != nil {
-		return datacenter.Appended{}, err
+	if len(ok) == 0 {
+		return res, errs
 	}
-	m.SenderName = mem.GetName()
-	m.CommittedAt = timestamppb.New(h.now())
-	return h.store.Append(ctx, m)
+	r, e := h.store.AppendAll(ctx, ok)
+	for j, i := range at {
+		res[i], errs[i] = r[j], e[j]
+	}
+	return res, errs
 }
 
 // History returns a group's messages after a sequence number, for a member.
@@ -205,6 +230,14 @@ func (h *Home) History(req *roamingv1.FetchHistoryRequest) (*roamingv1.FetchHist
 	msgs, more, err := h.store.History(req.GetGroupId(), req.GetAfterSeq(), limit)
 	if err != nil {
 		return nil, err
+	}
+	// The log may have grown since; what is past last is left for the
+	// next page.
+	for i, m := range msgs {
+		if m.GetSeq() > last {
+			msgs, more = msgs[:i], true
+			break
+		}
 	}
 	return &roamingv1.FetchHistoryResponse{Messages: msgs, LastSeq: last, HasMore: more}, nil
 }

@@ -68,6 +68,12 @@ func (s *Server) SendMessage(ctx context.Context, req *clientv1.SendMessageReque
 	} else {
 		res, err = s.roaming.Submit(ctx, home, m)
 	}
+	if errors.Is(err, ErrAccepted) {
+		return &clientv1.SendMessageResponse{
+			MessageId: m.GetMessageId(),
+			State:     clientv1.DeliveryState_DELIVERY_STATE_ACCEPTED,
+		}, nil
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -144,6 +150,34 @@ func (s *Server) publishCommitted(msgs []*recordv1.Message) {
 func (s *Server) Deliver(items []*recordv1.Fanout) {
 	for _, f := range items {
 		s.publish(s.fanoutSubject, f)
+	}
+}
+
+// Receipt tells a sender's sessions what became of a message that was
+// accepted but not committed when sent. The roaming system calls it.
+func (s *Server) Receipt(r *recordv1.Receipt) {
+	s.publish(s.receiptSubject, r)
+}
+
+// onReceipt hands a receipt to the sender's sessions on this node.
+func (s *Server) onReceipt(msg *nats.Msg) {
+	r := new(recordv1.Receipt)
+	if err := proto.Unmarshal(msg.Data, r); err != nil {
+		s.log.Warn("receipt: undecodable bus message", slog.Any("err", err))
+		return
+	}
+	cr := &clientv1.Receipt{
+		GroupId: r.GetGroupId(), MessageId: r.GetMessageId(), ClientMsgId: r.GetClientMsgId(),
+		Seq: r.GetSeq(), CommittedAt: r.GetCommittedAt(), Error: r.GetError(),
+	}
+	if r.GetCode() == 0 {
+		cr.State = clientv1.DeliveryState_DELIVERY_STATE_COMMITTED
+	}
+	resp := &clientv1.SessionResponse{Kind: &clientv1.SessionResponse_Receipt{Receipt: cr}}
+	for _, ss := range s.hub.sessionsOf(r.GetUserId()) {
+		if !ss.control(resp) {
+			s.log.Warn("receipt dropped: session queue full", slog.String("user", r.GetUserId()), slog.String("message", r.GetMessageId()))
+		}
 	}
 }
 

@@ -20,10 +20,14 @@ type Roaming interface {
 	Locate(ctx context.Context, kind roamingv1.DirectoryKind, key string) (*roamingv1.DirectoryRecord, error)
 	GetGroup(ctx context.Context, home string, req *roamingv1.GetGroupRequest) (*recordv1.Group, error)
 	StoreGroup(ctx context.Context, home string, req *roamingv1.StoreGroupRequest) (*recordv1.Group, error)
-	// Submit has the group's home commit a message.
+	// Submit has the group's home commit a message. It returns
+	// ErrAccepted (with the message, without a seq) when the message is
+	// safe in the outbox but not committed yet; its outcome then comes
+	// later through Server.Receipt.
 	Submit(ctx context.Context, home string, m *recordv1.Message) (datacenter.Appended, error)
 	FetchHistory(ctx context.Context, home string, req *roamingv1.FetchHistoryRequest) (*roamingv1.FetchHistoryResponse, error)
 	VerifyLogin(ctx context.Context, home string, req *roamingv1.VerifyLoginRequest) (*recordv1.User, error)
+	// UpdateLocation queues a location update for a user's home.
 	UpdateLocation(ctx context.Context, home string, req *roamingv1.UpdateLocationRequest) error
 	// ListUserGroups asks every peer for the user's groups homed there.
 	ListUserGroups(ctx context.Context, userID string) ([]*roamingv1.UserGroup, error)

@@ -95,6 +95,7 @@ type Server struct {
 
 	fanoutSubject   string
 	presenceSubject string
+	receiptSubject  string
 	subs            []*nats.Subscription
 
 	creds *credentials
@@ -125,6 +126,7 @@ func New(cfg Config) (*Server, error) {
 		creds:           newCredentials(cfg.Password),
 		fanoutSubject:   "roamfed." + cfg.Region + ".fanout",
 		presenceSubject: "roamfed." + cfg.Region + ".presence",
+		receiptSubject:  "roamfed." + cfg.Region + ".receipt",
 		hub:             newHub(),
 		presence:        newPresenceTable(),
 		stop:            make(chan struct{}),
@@ -133,6 +135,7 @@ func New(cfg Config) (*Server, error) {
 	for subject, handle := range map[string]nats.MsgHandler{
 		s.fanoutSubject:   s.onFanout,
 		s.presenceSubject: s.onPresence,
+		s.receiptSubject:  s.onReceipt,
 	} {
 		sub, err := s.bus.Subscribe(subject, handle)
 		if err != nil {

@@ -15,6 +15,7 @@ const (
 	tagDirectory  = 'd'
 	tagDirIndex   = 'e'
 	tagDirVersion = 'v'
+	tagOutbox     = 'o'
 )
 
 func key(tag byte, parts ...string) []byte {

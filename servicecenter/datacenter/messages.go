@@ -54,6 +54,33 @@ func (s *Store) OnCommit(fn func([]*recordv1.Message)) {
 	s.onCommit.Store(&fn)
 }
 
+// AppendAll appends msgs as Append does, queued together and in order, so
+// that the messages of one group among them get increasing sequence
+// numbers in slice order. It returns each message's outcome.
+func (s *Store) AppendAll(ctx context.Context, msgs []*recordv1.Message) ([]Appended, []error) {
+	res := make([]Appended, len(msgs))
+	errs := make([]error, len(msgs))
+	reqs := make([]*appendReq, len(msgs))
+	for i, m := range msgs {
+		reqs[i] = &appendReq{msg: m, done: make(chan struct{})}
+	}
+	if err := s.commits.enqueue(ctx, reqs...); err != nil {
+		for i := range errs {
+			errs[i] = err
+		}
+		return res, errs
+	}
+	for i, r := range reqs {
+		select {
+		case <-r.done:
+			res[i], errs[i] = r.res, r.err
+		case <-ctx.Done():
+			errs[i] = ctx.Err()
+		}
+	}
+	return res, errs
+}
+
 // LastSeq returns the sequence number of the group's newest message, 0 for
 // an empty log.
 func (s *Store) LastSeq(groupID string) (uint64, error) {
@@ -152,7 +179,7 @@ func startCommitter(s *Store, maxBatch int) *committer {
 	return c
 }
 
-func (c *committer) enqueue(ctx context.Context, r *appendReq) error {
+func (c *committer) enqueue(ctx context.Context, rs ...*appendReq) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -161,7 +188,7 @@ func (c *committer) enqueue(ctx context.Context, r *appendReq) error {
 		c.mu.Unlock()
 		return errCommitterStopped
 	}
-	c.queue = append(c.queue, r)
+	c.queue = append(c.queue, rs...)
 	c.mu.Unlock()
 	select {
 	case c.wake <- struct{}{}:

@@ -48,6 +48,9 @@ type Options struct {
 	MaxBatch int
 	// Cache is the block cache size in bytes; 0 means 32 MiB.
 	Cache int64
+	// MaxOutbox bounds each destination's outbox; 0 means
+	// DefaultMaxOutbox.
+	MaxOutbox int
 }
 
 // Store is a region's data center. It is safe for concurrent use.
@@ -64,6 +67,7 @@ type Store struct {
 	groups   map[string]*recordv1.Group // decoded group records; never modified in place
 
 	commits  *committer
+	outbox   outbox
 	onCommit atomic.Pointer[func([]*recordv1.Message)]
 
 	closeOnce sync.Once
@@ -107,6 +111,10 @@ func Open(dir string, opts Options) (*Store, error) {
 		region: opts.Region,
 		groups: make(map[string]*recordv1.Group),
 		closed: make(chan struct{}),
+	}
+	s.outbox = outbox{max: opts.MaxOutbox, peers: make(map[string]*outboxQueue)}
+	if s.outbox.max <= 0 {
+		s.outbox.max = DefaultMaxOutbox
 	}
 	s.commits = startCommitter(s, opts.MaxBatch)
 	return s, nil

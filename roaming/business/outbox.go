@@ -1,0 +1,273 @@
+package business
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	recordv1 "github.com/roamfed/roamfed/api/record/v1"
+	roamingv1 "github.com/roamfed/roamfed/api/roaming/v1"
+	"github.com/roamfed/roamfed/servicecenter/businesscenter"
+	"github.com/roamfed/roamfed/servicecenter/datacenter"
+)
+
+// Outbox drains one destination's durable outbox (datacenter.Enqueue) in
+// order: submits go through the Submitter, location updates through the
+// data service. An entry leaves the outbox when the destination has
+// answered it for good: committed, or refused. Transient failures are
+// retried with backoff and jitter.
+type Outbox struct {
+	peer     string
+	store    *datacenter.Store
+	sub      *Submitter
+	location func(ctx context.Context, req *roamingv1.UpdateLocationRequest) error
+	receipt  func(*recordv1.Receipt)
+	log      *slog.Logger
+
+	mu      sync.Mutex
+	waiters map[string]chan outcome // by message id
+
+	wake chan struct{}
+	stop chan struct{}
+	done chan struct{}
+	once sync.Once
+}
+
+type outcome struct {
+	res datacenter.Appended
+	err error
+}
+
+// OutboxConfig wires an Outbox.
+type OutboxConfig struct {
+	Peer      string
+	Store     *datacenter.Store
+	Submitter *Submitter
+	// Location sends a location update to the peer.
+	Location func(ctx context.Context, req *roamingv1.UpdateLocationRequest) error
+	// Receipt is told the outcome of a submit nobody waits for any more.
+	Receipt func(*recordv1.Receipt)
+	Logger  *slog.Logger
+}
+
+// NewOutbox starts draining peer's outbox, beginning with what an earlier
+// run left in it.
+func NewOutbox(cfg OutboxConfig) *Outbox {
+	o := &Outbox{
+		peer:     cfg.Peer,
+		store:    cfg.Store,
+		sub:      cfg.Submitter,
+		location: cfg.Location,
+		receipt:  cfg.Receipt,
+		log:      cfg.Logger.With(slog.String("peer", cfg.Peer), slog.String("component", "outbox")),
+		waiters:  make(map[string]chan outcome),
+		wake:     make(chan struct{}, 1),
+		stop:     make(chan struct{}),
+		done:     make(chan struct{}),
+	}
+	go o.run()
+	return o
+}
+
+// Stop ends draining; the outbox keeps what is left for the next start.
+func (o *Outbox) Stop() {
+	o.once.Do(func() { close(o.stop) })
+	<-o.done
+}
+
+func (o *Outbox) poke() {
+	select {
+	case o.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Submit queues m for the peer, synced, and waits up to wait for the home
+// to commit it. When the wait ends first, it returns ErrAccepted: the
+// message is safe in the outbox and its outcome goes to the receipt hook.
+func (o *Outbox) Submit(ctx context.Context, m *recordv1.Message, wait time.Duration) (datacenter.Appended, error) {
+	ch := make(chan outcome, 1)
+	id := m.GetMessageId()
+	// Wait before queueing: the drainer may answer at once.
+	o.mu.Lock()
+	o.waiters[id] = ch
+	o.mu.Unlock()
+	if _, err := o.store.Enqueue(o.peer, &recordv1.OutboxEntry{Work: &recordv1.OutboxEntry_Submit{Submit: m}}); err != nil {
+		o.mu.Lock()
+		delete(o.waiters, id)
+		o.mu.Unlock()
+		return datacenter.Appended{}, err
+	}
+	o.poke()
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case r := <-ch:
+		return r.res, r.err
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	// The outcome may have come as the wait ended.
+	select {
+	case r := <-ch:
+		return r.res, r.err
+	default:
+	}
+	delete(o.waiters, id)
+	return datacenter.Appended{Message: m}, businesscenter.ErrAccepted
+}
+
+// UpdateLocation queues a location update for the peer.
+func (o *Outbox) UpdateLocation(req *roamingv1.UpdateLocationRequest) error {
+	_, err := o.store.Enqueue(o.peer, &recordv1.OutboxEntry{Work: &recordv1.OutboxEntry_Location{Location: &recordv1.LocationUpdate{
+		UserId: req.GetUserId(), Region: req.GetRegion(), Online: req.GetOnline(),
+	}}})
+	if err == nil {
+		o.poke()
+	}
+	return err
+}
+
+// drainBatch is how many entries one round sends.
+const drainBatch = 256
+
+func (o *Outbox) run() {
+	defer close(o.done)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		<-o.stop
+		cancel()
+	}()
+	backoff := 50 * time.Millisecond
+	for {
+		entries, err := o.store.Outbox(o.peer, 0, drainBatch)
+		if err != nil {
+			o.log.Error("outbox unreadable", slog.Any("err", err))
+		}
+		if len(entries) == 0 {
+			select {
+			case <-o.stop:
+				return
+			case <-o.wake:
+			case <-time.After(time.Second):
+			}
+			continue
+		}
+		if o.drain(ctx, entries) {
+			backoff = 50 * time.Millisecond
+			continue
+		}
+		// Jitter spreads the retries of many regions after a heal.
+		d := backoff/2 + rand.N(backoff)
+		select {
+		case <-o.stop:
+			return
+		case <-time.After(d):
+		case <-o.wake:
+		}
+		backoff = min(backoff*2, 2*time.Second)
+	}
+}
+
+// drain sends one round of entries, in order, and removes those answered
+// for good. It reports whether all were.
+func (o *Outbox) drain(ctx context.Context, entries []*recordv1.OutboxEntry) bool {
+	outcomes := make([]outcome, len(entries))
+	// Runs of submits go to the submitter together, in order; a location
+	// update waits for the submits before it.
+	var run []int
+	flush := func() {
+		if len(run) == 0 {
+			return
+		}
+		msgs := make([]*recordv1.Message, len(run))
+		for j, i := range run {
+			msgs[j] = entries[i].GetSubmit()
+		}
+		res, errs := o.sub.SubmitAll(ctx, msgs)
+		for j, i := range run {
+			outcomes[i] = outcome{res: res[j], err: errs[j]}
+		}
+		run = run[:0]
+	}
+	for i, e := range entries {
+		switch w := e.GetWork().(type) {
+		case *recordv1.OutboxEntry_Submit:
+			run = append(run, i)
+		case *recordv1.OutboxEntry_Location:
+			flush()
+			outcomes[i].err = o.location(ctx, &roamingv1.UpdateLocationRequest{
+				UserId: w.Location.GetUserId(), Region: w.Location.GetRegion(), Online: w.Location.GetOnline(),
+			})
+		}
+	}
+	flush()
+	var done []uint64
+	all := true
+	for i, e := range entries {
+		if transient(outcomes[i].err) {
+			all = false
+			continue
+		}
+		done = append(done, e.GetSeq())
+		o.finish(e, outcomes[i])
+	}
+	if err := o.store.Dequeue(o.peer, done...); err != nil {
+		o.log.Error("outbox dequeue failed", slog.Any("err", err))
+	}
+	return all
+}
+
+// finish hands an entry's outcome to its waiter, or to the receipt hook.
+func (o *Outbox) finish(e *recordv1.OutboxEntry, r outcome) {
+	m := e.GetSubmit()
+	if m == nil {
+		if r.err != nil {
+			o.log.Warn("location update refused", slog.String("user", e.GetLocation().GetUserId()), slog.Any("err", r.err))
+		}
+		return
+	}
+	o.mu.Lock()
+	ch, waiting := o.waiters[m.GetMessageId()]
+	delete(o.waiters, m.GetMessageId())
+	o.mu.Unlock()
+	if waiting {
+		ch <- r
+		return
+	}
+	rc := &recordv1.Receipt{
+		UserId: m.GetSenderId(), GroupId: m.GetGroupId(), MessageId: m.GetMessageId(), ClientMsgId: m.GetClientMsgId(),
+	}
+	if r.err != nil {
+		st := status.Convert(r.err)
+		rc.Code, rc.Error = int32(st.Code()), st.Message()
+	} else {
+		rc.MessageId = r.res.Message.GetMessageId()
+		rc.Seq = r.res.Message.GetSeq()
+		rc.CommittedAt = r.res.Message.GetCommittedAt()
+	}
+	if o.receipt != nil {
+		o.receipt(rc)
+	}
+}
+
+// transient reports whether an error may go away by sending again.
+func transient(err error) bool {
+	if err == nil {
+		return false
+	}
+	switch status.Code(err) {
+	case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled, codes.Aborted, codes.ResourceExhausted, codes.Unknown:
+		return true
+	}
+	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+}
