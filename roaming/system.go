@@ -312,13 +312,13 @@ func (s *System) CutLink(ctx context.Context, peer, reason string) error {
 	if err := s.drillPeer(ctx, peer, true, reason); err != nil {
 		return fmt.Errorf("cut %s-%s: peer side: %w", s.cfg.Self, peer, err)
 	}
-	return s.mesh.Cut(peer)
+	return s.mesh.Cut(peer, reason)
 }
 
 // RestoreLink ends a drill: this region restores its side, then tells the
 // peer over the link, now open in this direction, to restore its own.
 func (s *System) RestoreLink(ctx context.Context, peer, reason string) error {
-	if err := s.mesh.Restore(peer); err != nil {
+	if err := s.mesh.Restore(peer, reason); err != nil {
 		return err
 	}
 	if err := s.drillPeer(ctx, peer, false, reason); err != nil {
@@ -337,3 +337,39 @@ func (s *System) drillPeer(ctx context.Context, peer string, cut bool, reason st
 	_, err = roamingv1.NewBusinessServiceClient(conn).Drill(ctx, &roamingv1.DrillRequest{Cut: cut, Reason: reason}, grpc.WaitForReady(true))
 	return err
 }
+
+// PeerStatus is one peer's row in the region's status: the link, the
+// route and the work waiting for the peer.
+type PeerStatus struct {
+	mesh.LinkStatus
+	OutboxItems      int
+	OutboxBytes      int64
+	QueuedDeliveries int
+	Window           resourcepool.WindowUsage
+}
+
+// Status returns a row per peer, by name.
+func (s *System) Status() []PeerStatus {
+	links := s.mesh.Status()
+	usage := s.peers.Usage()
+	out := make([]PeerStatus, len(links))
+	for i, l := range links {
+		items, bytes, err := s.cfg.Store.OutboxDepth(l.Peer)
+		if err != nil {
+			s.log.Warn("outbox depth unreadable", slog.String("peer", l.Peer), slog.Any("err", err))
+		}
+		out[i] = PeerStatus{LinkStatus: l, OutboxItems: items, OutboxBytes: bytes, Window: usage[l.Peer]}
+		if d, ok := s.deliverers[l.Peer]; ok {
+			out[i].QueuedDeliveries = d.Queued()
+		}
+	}
+	return out
+}
+
+// ResyncAll has every region check and republish its home records.
+func (s *System) ResyncAll(ctx context.Context) []*roamingv1.ResyncResult {
+	return s.data.ResyncAll(ctx)
+}
+
+// Federation is the federation this system belongs to.
+func (s *System) Federation() *regions.Federation { return s.cfg.Federation }

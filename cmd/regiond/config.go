@@ -20,6 +20,9 @@ import (
 type config struct {
 	Region          string              `yaml:"region"`
 	Federation      string              `yaml:"federation"`
+	AdminAddr       string              `yaml:"admin_addr"`
+	AdminToken      string              `yaml:"admin_token"`
+	AdminTokenFile  string              `yaml:"admin_token_file"`
 	Data            string              `yaml:"data"`
 	ClientAddr      string              `yaml:"client_addr"`
 	NATSURL         string              `yaml:"nats_url"`
@@ -28,8 +31,12 @@ type config struct {
 	Limits          resourcepool.Limits `yaml:"limits"`
 }
 
-// defaultClientAddr is where a region on its own serves clients.
-const defaultClientAddr = "127.0.0.1:7100"
+// Where a region on its own listens by default; in a federation the file
+// says.
+const (
+	defaultClientAddr = "127.0.0.1:7100"
+	defaultAdminAddr  = "127.0.0.1:7300"
+)
 
 func defaultConfig() config {
 	return config{
@@ -61,6 +68,9 @@ func loadConfig(file string, flags config, changed func(string) bool) (config, e
 		"client-addr":      func() { cfg.ClientAddr = flags.ClientAddr },
 		"nats-url":         func() { cfg.NATSURL = flags.NATSURL },
 		"federation":       func() { cfg.Federation = flags.Federation },
+		"admin-addr":       func() { cfg.AdminAddr = flags.AdminAddr },
+		"admin-token":      func() { cfg.AdminToken = flags.AdminToken },
+		"admin-token-file": func() { cfg.AdminTokenFile = flags.AdminTokenFile },
 		"log-level":        func() { cfg.LogLevel = flags.LogLevel },
 		"shutdown-timeout": func() { cfg.ShutdownTimeout = flags.ShutdownTimeout },
 	} {
@@ -75,6 +85,12 @@ func loadConfig(file string, flags config, changed func(string) bool) (config, e
 	}
 	if cfg.Data == "" {
 		cfg.Data = filepath.Join("data", cfg.Region)
+	}
+	if cfg.AdminAddr == "" && cfg.Federation == "" {
+		cfg.AdminAddr = defaultAdminAddr
+	}
+	if cfg.AdminTokenFile == "" {
+		cfg.AdminTokenFile = filepath.Join(cfg.Data, "admin.token")
 	}
 	origin := "default"
 	if file != "" {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/roamfed/roamfed/internal/admintoken"
 	"github.com/roamfed/roamfed/internal/stack"
 	"github.com/roamfed/roamfed/regions"
 )
@@ -44,6 +45,11 @@ func runDev(ctx context.Context, data string, log *slog.Logger, out io.Writer) e
 	if err != nil {
 		return err
 	}
+	tokenFile := filepath.Join(data, "admin.token")
+	token, err := admintoken.Load(tokenFile)
+	if err != nil {
+		return fmt.Errorf("admin token: %w", err)
+	}
 	var started []*stack.Stack
 	stopAll := func() error {
 		sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
@@ -63,6 +69,8 @@ func runDev(ctx context.Context, data string, log *slog.Logger, out io.Writer) e
 			Region:     r.Name,
 			DataDir:    filepath.Join(data, r.Name),
 			ClientAddr: r.ClientAddr,
+			AdminAddr:  r.AdminAddr,
+			AdminToken: token,
 			Federation: self,
 			Logger:     log,
 		})
@@ -71,9 +79,9 @@ func runDev(ctx context.Context, data string, log *slog.Logger, out io.Writer) e
 		}
 		started = append(started, st)
 	}
-	fmt.Fprintf(out, "roamfed dev federation is up (data in %s):\n", data)
+	fmt.Fprintf(out, "roamfed dev federation is up (data in %s, admin token in %s):\n", data, tokenFile)
 	for _, st := range started {
-		fmt.Fprintf(out, "  %-3s clients %-16s roaming %s\n", st.Region(), st.ClientAddr(), st.RoamingAddr())
+		fmt.Fprintf(out, "  %-3s clients %-16s roaming %-16s admin %s\n", st.Region(), st.ClientAddr(), st.RoamingAddr(), st.AdminAddr())
 	}
 	fmt.Fprintf(out, `
 Try it across regions, in another terminal:

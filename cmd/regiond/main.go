@@ -18,6 +18,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/roamfed/roamfed/internal/admintoken"
 	"github.com/roamfed/roamfed/internal/stack"
 	"github.com/roamfed/roamfed/regions"
 )
@@ -56,6 +57,9 @@ func newRootCmd() *cobra.Command {
 	f.StringVar(&flags.ClientAddr, "client-addr", "", "address the client gRPC service listens on (default "+defaultClientAddr+", or the federation file's)")
 	f.StringVar(&flags.NATSURL, "nats-url", "", "external NATS server or cluster; empty embeds one in the process")
 	f.StringVar(&flags.Federation, "federation", "", "federation file (regions/*.yaml) naming every region; empty runs this region alone")
+	f.StringVar(&flags.AdminAddr, "admin-addr", "", "address of the operator API (default "+defaultAdminAddr+", or the federation file's; keep it on loopback or a private network)")
+	f.StringVar(&flags.AdminToken, "admin-token", "", "bearer token the operator API requires (default: read from --admin-token-file)")
+	f.StringVar(&flags.AdminTokenFile, "admin-token-file", "", "file holding the admin token, created with a random one if missing (default <data>/admin.token)")
 	f.StringVar(&flags.LogLevel, "log-level", def.LogLevel, "debug, info, warn or error")
 	f.DurationVar(&flags.ShutdownTimeout, "shutdown-timeout", def.ShutdownTimeout, "how long calls in flight get to finish on SIGTERM")
 	cmd.AddCommand(newDevCmd())
@@ -85,16 +89,30 @@ func run(ctx context.Context, cfg config) error {
 			return err
 		}
 		sc.Federation = fed
+		self, _ := fed.Region(cfg.Region)
 		if sc.ClientAddr == "" {
-			self, _ := fed.Region(cfg.Region)
 			sc.ClientAddr = self.ClientAddr
+		}
+		if cfg.AdminAddr == "" {
+			cfg.AdminAddr = self.AdminAddr
+		}
+	}
+	if cfg.AdminAddr != "" {
+		sc.AdminAddr, sc.AdminToken = cfg.AdminAddr, cfg.AdminToken
+		if sc.AdminToken == "" {
+			tok, err := admintoken.Load(cfg.AdminTokenFile)
+			if err != nil {
+				return fmt.Errorf("admin token: %w", err)
+			}
+			sc.AdminToken = tok
 		}
 	}
 	st, err := stack.Start(sc)
 	if err != nil {
 		return err
 	}
-	log.Info("connect with: go run ./cmd/roamchat --server " + st.ClientAddr() + " register <name>")
+	log.Info("ready", slog.String("connect", "go run ./cmd/roamchat --server "+st.ClientAddr()+" register NAME"),
+		slog.String("admin", st.AdminAddr()), slog.String("admin_token_file", cfg.AdminTokenFile))
 	var served error
 	select {
 	case <-ctx.Done():

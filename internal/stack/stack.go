@@ -60,6 +60,15 @@ type Config struct {
 	Dial func(ctx context.Context, addr string) (net.Conn, error)
 	// Mesh tunes link heartbeats and relays.
 	Mesh mesh.Config
+	// AcceptWait is how long a send to a group homed elsewhere waits for
+	// its home before it is answered as accepted.
+	AcceptWait time.Duration
+
+	// AdminAddr is where the operator API listens; empty for none.
+	AdminAddr string
+	// AdminToken is the bearer token the operator API requires. Required
+	// with AdminAddr.
+	AdminToken string
 
 	// Tuning for tests; zero values are the production defaults.
 	AckTimeout  time.Duration
@@ -79,6 +88,10 @@ type Stack struct {
 	health *health.Server
 	lis    net.Listener
 	served chan error
+	pool   *resourcepool.Pool
+
+	admin    *grpc.Server
+	adminLis net.Listener
 }
 
 // Start opens the region's data and starts serving clients.
@@ -113,6 +126,7 @@ func Start(cfg Config) (st *Stack, err error) {
 	}
 	undo = append(undo, s.bus.Close)
 
+	s.pool = resourcepool.New(cfg.Limits)
 	var roam businesscenter.Roaming
 	if cfg.Federation != nil {
 		s.roam, err = roaming.New(roaming.Config{
@@ -125,6 +139,7 @@ func Start(cfg Config) (st *Stack, err error) {
 			ReplicateEvery: cfg.ReplicateEvery,
 			Dial:           cfg.Dial,
 			Mesh:           cfg.Mesh,
+			AcceptWait:     cfg.AcceptWait,
 		})
 		if err != nil {
 			return nil, err
@@ -136,7 +151,7 @@ func Start(cfg Config) (st *Stack, err error) {
 	s.bc, err = businesscenter.New(businesscenter.Config{
 		Region:      cfg.Region,
 		Store:       s.store,
-		Pool:        resourcepool.New(cfg.Limits),
+		Pool:        s.pool,
 		Bus:         s.bus.Conn(),
 		Logger:      log,
 		AckTimeout:  cfg.AckTimeout,
@@ -176,6 +191,15 @@ func Start(cfg Config) (st *Stack, err error) {
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	s.health.SetServingStatus(clientv1.ClientService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 	reflection.Register(s.grpc)
+	if cfg.AdminAddr != "" {
+		if cfg.AdminToken == "" {
+			return nil, errors.New("stack: an admin listener needs an admin token")
+		}
+		if err := s.startAdmin(); err != nil {
+			return nil, err
+		}
+		undo = append(undo, s.admin.Stop)
+	}
 	go func() { s.served <- s.grpc.Serve(s.lis) }()
 	log.Info("region serving clients", slog.String("addr", s.lis.Addr().String()),
 		slog.String("data", cfg.DataDir), slog.Bool("embedded_nats", s.bus.Embedded()))
@@ -209,6 +233,9 @@ func (s *Stack) Served() <-chan error { return s.served }
 // given until ctx ends to finish, then everything closed.
 func (s *Stack) Shutdown(ctx context.Context) error {
 	s.health.Shutdown()
+	if s.admin != nil {
+		s.admin.Stop()
+	}
 	stopped := make(chan struct{})
 	go func() {
 		s.grpc.GracefulStop()

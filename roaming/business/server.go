@@ -3,6 +3,7 @@ package business
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"sync"
@@ -196,10 +197,11 @@ func (s *Server) Drill(ctx context.Context, req *roamingv1.DrillRequest) (*roami
 	if err != nil {
 		return nil, err
 	}
+	reason := fmt.Sprintf("requested by %s: %s", caller, req.GetReason())
 	if req.GetCut() {
-		err = s.mesh.Cut(caller)
+		err = s.mesh.Cut(caller, reason)
 	} else {
-		err = s.mesh.Restore(caller)
+		err = s.mesh.Restore(caller, reason)
 	}
 	if err != nil {
 		return nil, status.Error(codes.NotFound, err.Error())

@@ -278,3 +278,33 @@ func (c *Client) Run(ctx context.Context, every time.Duration) {
 		}
 	}
 }
+
+// ResyncAll runs a resync here and at every peer at once (DESIGN.md flow
+// 9) and returns each region's result, this one first; a peer that cannot
+// be reached is reported with its error.
+func (c *Client) ResyncAll(ctx context.Context) []*roamingv1.ResyncResult {
+	names := c.peers.Names()
+	out := make([]*roamingv1.ResyncResult, len(names)+1)
+	var wg sync.WaitGroup
+	for i, peer := range names {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out[i+1] = &roamingv1.ResyncResult{Region: peer}
+			stub, err := c.stub(peer)
+			if err == nil {
+				cctx, cancel := c.callCtx(ctx)
+				defer cancel()
+				var resp *roamingv1.ResyncResponse
+				if resp, err = stub.Resync(cctx, &roamingv1.ResyncRequest{}); err == nil {
+					out[i+1] = resp.GetResult()
+					return
+				}
+			}
+			out[i+1].Error = err.Error()
+		}()
+	}
+	out[0] = ResyncLocal(c.region, c.store)
+	wg.Wait()
+	return out
+}

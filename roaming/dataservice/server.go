@@ -133,3 +133,19 @@ func (s *Server) ListUserGroups(_ context.Context, req *roamingv1.ListUserGroups
 	}
 	return &roamingv1.ListUserGroupsResponse{Groups: groups}, nil
 }
+
+// Resync checks this region's published home records against its data
+// center and republishes corrections.
+func (s *Server) Resync(context.Context, *roamingv1.ResyncRequest) (*roamingv1.ResyncResponse, error) {
+	return &roamingv1.ResyncResponse{Result: ResyncLocal(s.region, s.store)}, nil
+}
+
+// ResyncLocal runs a resync on store and reports it.
+func ResyncLocal(region string, store *datacenter.Store) *roamingv1.ResyncResult {
+	r, err := store.ResyncDirectory()
+	out := &roamingv1.ResyncResult{Region: region, Checked: uint64(r.Checked), Corrected: uint64(r.Corrected), Removed: uint64(r.Removed)}
+	if err != nil {
+		out.Error = err.Error()
+	}
+	return out
+}

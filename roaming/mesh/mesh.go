@@ -49,9 +49,10 @@ type Mesh struct {
 	log    *slog.Logger
 	byAddr map[string]string
 
-	mu    sync.Mutex
-	links map[string]*link
-	conns map[*trackedConn]struct{}
+	mu     sync.Mutex
+	links  map[string]*link
+	conns  map[*trackedConn]struct{}
+	drills []Drill
 
 	client func(peer string) (roamingv1.BusinessServiceClient, error)
 
@@ -349,18 +350,40 @@ func (m *Mesh) routeLocked(peer string, avoid []string) (string, bool) {
 	return best, best != ""
 }
 
+// Drill is one cut or restore applied to this region's side of a link.
+type Drill struct {
+	Peer   string
+	Cut    bool
+	At     time.Time
+	Reason string
+}
+
+// Drills returns the drills applied here, oldest first.
+func (m *Mesh) Drills() []Drill {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return slices.Clone(m.drills)
+}
+
+// maxDrills bounds the drill log.
+const maxDrills = 1000
+
 // Cut applies this region's side of a drill on the link with peer.
-func (m *Mesh) Cut(peer string) error { return m.setCut(peer, true) }
+func (m *Mesh) Cut(peer, reason string) error { return m.setCut(peer, true, reason) }
 
 // Restore undoes Cut.
-func (m *Mesh) Restore(peer string) error { return m.setCut(peer, false) }
+func (m *Mesh) Restore(peer, reason string) error { return m.setCut(peer, false, reason) }
 
-func (m *Mesh) setCut(peer string, cut bool) error {
+func (m *Mesh) setCut(peer string, cut bool, reason string) error {
 	m.mu.Lock()
 	l, ok := m.links[peer]
 	if !ok {
 		m.mu.Unlock()
 		return fmt.Errorf("mesh: %q is not a peer of %s", peer, m.cfg.Self)
+	}
+	m.drills = append(m.drills, Drill{Peer: peer, Cut: cut, At: time.Now(), Reason: reason})
+	if len(m.drills) > maxDrills {
+		m.drills = slices.Delete(m.drills, 0, len(m.drills)-maxDrills)
 	}
 	old := l.state
 	l.cut = cut
@@ -378,7 +401,7 @@ func (m *Mesh) setCut(peer string, cut bool) error {
 	}
 	state := l.state
 	m.mu.Unlock()
-	m.log.Info("link drill", slog.String("peer", peer), slog.Bool("cut", cut))
+	m.log.Info("link drill", slog.String("peer", peer), slog.Bool("cut", cut), slog.String("reason", reason))
 	if changed {
 		m.reroute(peer, state == roamingv1.LinkState_LINK_STATE_UP)
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 	"google.golang.org/protobuf/proto"
 
+	recordv1 "github.com/roamfed/roamfed/api/record/v1"
 	roamingv1 "github.com/roamfed/roamfed/api/roaming/v1"
 )
 
@@ -228,6 +229,13 @@ func (s *Store) ApplyDirectory(owner string, updates []*roamingv1.BatchUpdate) e
 			_ = b.Set(dirKey(rec.GetKind(), rec.GetKey()), v, nil)
 			_ = b.Set(dirIndexKey(owner, batch, rec.GetKind(), rec.GetKey()), nil, nil)
 		}
+		if u.GetFull() && u.GetVersion().GetMajor() == 0 {
+			// The owner no longer publishes the batch (an empty full
+			// update at 0.0): forget its version too, or every round
+			// would send the batch again.
+			_ = b.Delete(dirVersionKey(owner, batch), nil)
+			continue
+		}
 		v, err := marshal(proto.Clone(u.GetVersion()))
 		if err != nil {
 			return err
@@ -279,4 +287,128 @@ func (s *Store) scan(lo []byte, fn func(k, v []byte) error) error {
 		return fmt.Errorf("pebble iter: %w", err)
 	}
 	return nil
+}
+
+// ResyncResult counts what ResyncDirectory found.
+type ResyncResult struct {
+	Checked, Corrected, Removed int
+}
+
+// ResyncDirectory checks this region's published home records against its
+// users and groups (DESIGN.md flow 9): a missing or wrong record is
+// rewritten, a record naming nothing here is removed (a tombstone, so that
+// replicas drop it too), and every batch that changed gets a new major
+// version, so that peers fetch it whole.
+func (s *Store) ResyncDirectory() (ResyncResult, error) {
+	if s.region == "" {
+		return ResyncResult{}, errors.New("datacenter: no region: the store keeps no directory")
+	}
+	s.writeMu.Lock()
+	defer s.writeMu.Unlock()
+	type dk struct {
+		kind roamingv1.DirectoryKind
+		key  string
+	}
+	want := make(map[dk]*roamingv1.DirectoryRecord)
+	err := s.scan([]byte{tagUser, '/'}, func(_, v []byte) error {
+		u := new(recordv1.User)
+		if err := unmarshal(v, u); err != nil {
+			return err
+		}
+		if u.GetHomeRegion() == s.region {
+			want[dk{roamingv1.DirectoryKind_DIRECTORY_KIND_USER, u.GetId()}] = &roamingv1.DirectoryRecord{
+				Kind: roamingv1.DirectoryKind_DIRECTORY_KIND_USER, Key: u.GetId(), UserId: u.GetId(), HomeRegion: s.region}
+			want[dk{roamingv1.DirectoryKind_DIRECTORY_KIND_USERNAME, u.GetName()}] = &roamingv1.DirectoryRecord{
+				Kind: roamingv1.DirectoryKind_DIRECTORY_KIND_USERNAME, Key: u.GetName(), UserId: u.GetId(), HomeRegion: s.region}
+		}
+		return nil
+	})
+	if err != nil {
+		return ResyncResult{}, err
+	}
+	err = s.scan([]byte{tagGroup, '/'}, func(_, v []byte) error {
+		g := new(recordv1.Group)
+		if err := unmarshal(v, g); err != nil {
+			return err
+		}
+		if g.GetHomeRegion() == s.region {
+			want[dk{roamingv1.DirectoryKind_DIRECTORY_KIND_GROUP, g.GetId()}] = &roamingv1.DirectoryRecord{
+				Kind: roamingv1.DirectoryKind_DIRECTORY_KIND_GROUP, Key: g.GetId(), HomeRegion: s.region}
+		}
+		return nil
+	})
+	if err != nil {
+		return ResyncResult{}, err
+	}
+	var res ResyncResult
+	var fix []*roamingv1.DirectoryRecord
+	seen := make(map[dk]bool)
+	lo := prefix(tagDirIndex, s.region)
+	err = s.scan(lo, func(k, _ []byte) error {
+		rest := k[len(lo)+5:] // past the batch and its separator
+		kind, key, ok := splitIndexKey(rest)
+		if !ok {
+			return fmt.Errorf("%w: directory index key %q", ErrCorrupt, k)
+		}
+		d := dk{kind, key}
+		seen[d] = true
+		res.Checked++
+		cur := new(roamingv1.DirectoryRecord)
+		found, err := s.get(dirKey(kind, key), cur)
+		if err != nil {
+			return err
+		}
+		w, expected := want[d]
+		switch {
+		case !expected && found && !cur.GetDeleted() && cur.GetHomeRegion() == s.region:
+			cur.Deleted = true
+			fix = append(fix, cur)
+			res.Removed++
+		case expected && (!found || cur.GetDeleted() || cur.GetHomeRegion() != s.region || cur.GetUserId() != w.GetUserId()):
+			fix = append(fix, w)
+			res.Corrected++
+		}
+		return nil
+	})
+	if err != nil {
+		return ResyncResult{}, err
+	}
+	for d, w := range want {
+		if !seen[d] {
+			res.Checked++
+			fix = append(fix, w)
+			res.Corrected++
+		}
+	}
+	if len(fix) == 0 {
+		return res, nil
+	}
+	b := s.db.NewBatch()
+	defer b.Close()
+	if err := s.putOwnDirectory(b, fix...); err != nil {
+		return ResyncResult{}, err
+	}
+	// A new major version makes every replica fetch the changed batches
+	// whole, whatever it held.
+	batches := make(map[uint32]bool)
+	for _, r := range fix {
+		batches[DirectoryBatch(r.GetKind(), r.GetKey())] = true
+	}
+	for batch := range batches {
+		bv := &roamingv1.BatchVersion{Batch: batch}
+		if _, err := s.get(dirVersionKey(s.region, batch), bv); err != nil {
+			return ResyncResult{}, err
+		}
+		bv.Major++
+		bv.Minor++
+		v, err := marshal(bv)
+		if err != nil {
+			return ResyncResult{}, err
+		}
+		_ = b.Set(dirVersionKey(s.region, batch), v, nil)
+	}
+	if err := b.Commit(pebble.Sync); err != nil {
+		return ResyncResult{}, fmt.Errorf("pebble commit resync: %w", err)
+	}
+	return res, nil
 }
