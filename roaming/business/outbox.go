@@ -148,8 +148,12 @@ func (o *Outbox) run() {
 		cancel()
 	}()
 	backoff := 50 * time.Millisecond
+	// from is where the next read starts: everything before it has been
+	// answered for good and removed, so reads do not wade through the
+	// deletions of a long drain.
+	var from uint64
 	for {
-		entries, err := o.store.Outbox(o.peer, 0, drainBatch)
+		entries, err := o.store.Outbox(o.peer, from, drainBatch)
 		if err != nil {
 			o.log.Error("outbox unreadable", slog.Any("err", err))
 		}
@@ -162,7 +166,9 @@ func (o *Outbox) run() {
 			}
 			continue
 		}
-		if o.drain(ctx, entries) {
+		all, firstLeft := o.drain(ctx, entries)
+		from = firstLeft - 1
+		if all {
 			backoff = 50 * time.Millisecond
 			continue
 		}
@@ -179,8 +185,9 @@ func (o *Outbox) run() {
 }
 
 // drain sends one round of entries, in order, and removes those answered
-// for good. It reports whether all were.
-func (o *Outbox) drain(ctx context.Context, entries []*recordv1.OutboxEntry) bool {
+// for good. It reports whether all were, and the first seq still in the
+// outbox after the round's.
+func (o *Outbox) drain(ctx context.Context, entries []*recordv1.OutboxEntry) (bool, uint64) {
 	outcomes := make([]outcome, len(entries))
 	// Runs of submits go to the submitter together, in order; a location
 	// update waits for the submits before it.
@@ -213,8 +220,12 @@ func (o *Outbox) drain(ctx context.Context, entries []*recordv1.OutboxEntry) boo
 	flush()
 	var done []uint64
 	all := true
+	firstLeft := entries[len(entries)-1].GetSeq() + 1
 	for i, e := range entries {
 		if transient(outcomes[i].err) {
+			if all {
+				firstLeft = e.GetSeq()
+			}
 			all = false
 			continue
 		}
@@ -223,8 +234,10 @@ func (o *Outbox) drain(ctx context.Context, entries []*recordv1.OutboxEntry) boo
 	}
 	if err := o.store.Dequeue(o.peer, done...); err != nil {
 		o.log.Error("outbox dequeue failed", slog.Any("err", err))
+		// Read the round again rather than skip what stayed.
+		firstLeft = entries[0].GetSeq()
 	}
-	return all
+	return all, firstLeft
 }
 
 // finish hands an entry's outcome to its waiter, or to the receipt hook.
