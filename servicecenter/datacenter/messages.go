@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 
@@ -297,7 +298,12 @@ func (c *committer) commit(reqs []*appendReq) {
 	}
 	var err error
 	if len(written) > 0 {
-		if err = b.Commit(pebble.Sync); err != nil {
+		start := time.Now()
+		err = b.Commit(pebble.Sync)
+		if c.s.observe != nil {
+			c.s.observe(len(written), time.Since(start))
+		}
+		if err != nil {
 			err = fmt.Errorf("pebble commit messages: %w", err)
 			c.s.log.Error("commit failed", slog.Any("err", err), slog.Int("messages", len(written)))
 		}

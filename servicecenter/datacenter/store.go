@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
@@ -51,6 +52,11 @@ type Options struct {
 	// MaxOutbox bounds each destination's outbox; 0 means
 	// DefaultMaxOutbox.
 	MaxOutbox int
+	// CommitObserver, if set, is told how many messages each commit batch
+	// wrote and how long their write and sync took (failed ones too). It
+	// is called from the commit goroutine and must not block; metrics use
+	// it.
+	CommitObserver func(messages int, took time.Duration)
 }
 
 // Store is a region's data center. It is safe for concurrent use.
@@ -69,6 +75,7 @@ type Store struct {
 	commits  *committer
 	outbox   outbox
 	onCommit atomic.Pointer[func([]*recordv1.Message)]
+	observe  func(messages int, took time.Duration)
 
 	closeOnce sync.Once
 	closed    chan struct{}
@@ -112,6 +119,7 @@ func Open(dir string, opts Options) (*Store, error) {
 		groups: make(map[string]*recordv1.Group),
 		closed: make(chan struct{}),
 	}
+	s.observe = opts.CommitObserver
 	s.outbox = outbox{max: opts.MaxOutbox, peers: make(map[string]*outboxQueue)}
 	if s.outbox.max <= 0 {
 		s.outbox.max = DefaultMaxOutbox
@@ -150,6 +158,9 @@ func (s *Store) Close() error {
 	})
 	return s.closeErr
 }
+
+// Closed reports whether Close has been called; readiness checks use it.
+func (s *Store) Closed() bool { return s.isClosed() }
 
 func (s *Store) isClosed() bool {
 	select {
