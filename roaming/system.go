@@ -45,6 +45,9 @@ type Config struct {
 	// Mesh tunes heartbeats and relays; Self, Peers, Dial, Changed and
 	// Logger are filled in.
 	Mesh mesh.Config
+	// OnInbound, if set, sees every batch of messages a peer delivers
+	// here (business.Router.OnInbound); metrics use it.
+	OnInbound func(peer string, items []*recordv1.Fanout)
 }
 
 // System is a running roaming system.
@@ -143,6 +146,7 @@ func New(cfg Config) (*System, error) {
 		s.deliverers[name] = business.NewDeliverer(name, peers, log)
 	}
 	s.router = business.NewRouter(cfg.Self, cfg.Store, s.deliverers, log)
+	s.router.OnInbound(cfg.OnInbound)
 	return s, nil
 }
 
@@ -173,8 +177,9 @@ func (s *System) Start(home *businesscenter.Home, local business.Local) error {
 		grpc.ChainStreamInterceptor(rpcstatus.StreamServerInterceptor(s.log)),
 	)
 	s.server = grpc.NewServer(opts...)
-	roamingv1.RegisterDataServiceServer(s.server, dataservice.NewServer(s.cfg.Self, s.cfg.Store, home))
-	s.business = business.NewServer(s.cfg.Self, s.log, home, s.router, s.mesh, s.peers.Limits().MaxBatchMessages)
+	auth := dataservice.NewAuthorizer(s.cfg.Self, s.cfg.Store, home, s.data)
+	roamingv1.RegisterDataServiceServer(s.server, dataservice.NewServer(s.cfg.Self, s.cfg.Store, home, auth))
+	s.business = business.NewServer(s.cfg.Self, s.log, home, s.router, s.mesh, auth.Check, s.peers.Limits().MaxBatchMessages)
 	roamingv1.RegisterBusinessServiceServer(s.server, s.business)
 	s.mesh.Start(func(peer string) (roamingv1.BusinessServiceClient, error) {
 		conn, err := s.direct.Conn(peer)

@@ -42,6 +42,7 @@ var table = []struct {
 	// refused, never dropped, until it drains.
 	{datacenter.ErrOutboxFull, codes.ResourceExhausted},
 	{datacenter.ErrNotInDirectory, codes.NotFound},
+	{datacenter.ErrDirectoryIncomplete, codes.Unavailable},
 	{roamingpool.ErrUnknownPeer, codes.FailedPrecondition},
 }
 

@@ -23,10 +23,12 @@ type config struct {
 	AdminAddr       string              `yaml:"admin_addr"`
 	AdminToken      string              `yaml:"admin_token"`
 	AdminTokenFile  string              `yaml:"admin_token_file"`
+	MetricsAddr     string              `yaml:"metrics_addr"`
 	Data            string              `yaml:"data"`
 	ClientAddr      string              `yaml:"client_addr"`
 	NATSURL         string              `yaml:"nats_url"`
 	LogLevel        string              `yaml:"log_level"`
+	LogFormat       string              `yaml:"log_format"`
 	ShutdownTimeout time.Duration       `yaml:"shutdown_timeout"`
 	Limits          resourcepool.Limits `yaml:"limits"`
 }
@@ -34,14 +36,16 @@ type config struct {
 // Where a region on its own listens by default; in a federation the file
 // says.
 const (
-	defaultClientAddr = "127.0.0.1:7100"
-	defaultAdminAddr  = "127.0.0.1:7300"
+	defaultClientAddr  = "127.0.0.1:7100"
+	defaultAdminAddr   = "127.0.0.1:7300"
+	defaultMetricsAddr = "127.0.0.1:7400"
 )
 
 func defaultConfig() config {
 	return config{
 		Region:          "local",
 		LogLevel:        "info",
+		LogFormat:       "text",
 		ShutdownTimeout: shutdownGrace,
 		Limits:          resourcepool.DefaultLimits(),
 	}
@@ -72,6 +76,8 @@ func loadConfig(file string, flags config, changed func(string) bool) (config, e
 		"admin-token":      func() { cfg.AdminToken = flags.AdminToken },
 		"admin-token-file": func() { cfg.AdminTokenFile = flags.AdminTokenFile },
 		"log-level":        func() { cfg.LogLevel = flags.LogLevel },
+		"log-format":       func() { cfg.LogFormat = flags.LogFormat },
+		"metrics-addr":     func() { cfg.MetricsAddr = flags.MetricsAddr },
 		"shutdown-timeout": func() { cfg.ShutdownTimeout = flags.ShutdownTimeout },
 	} {
 		if changed(name) {
@@ -89,6 +95,9 @@ func loadConfig(file string, flags config, changed func(string) bool) (config, e
 	if cfg.AdminAddr == "" && cfg.Federation == "" {
 		cfg.AdminAddr = defaultAdminAddr
 	}
+	if cfg.MetricsAddr == "" && cfg.Federation == "" {
+		cfg.MetricsAddr = defaultMetricsAddr
+	}
 	if cfg.AdminTokenFile == "" {
 		cfg.AdminTokenFile = filepath.Join(cfg.Data, "admin.token")
 	}
@@ -101,6 +110,12 @@ func loadConfig(file string, flags config, changed func(string) bool) (config, e
 	}
 	if _, _, err := net.SplitHostPort(cfg.ClientAddr); cfg.ClientAddr != "" && err != nil {
 		return config{}, fmt.Errorf("client_addr %q (from %s or --client-addr): %w", cfg.ClientAddr, origin, err)
+	}
+	if _, _, err := net.SplitHostPort(cfg.MetricsAddr); cfg.MetricsAddr != "" && err != nil {
+		return config{}, fmt.Errorf("metrics_addr %q (from %s or --metrics-addr): %w", cfg.MetricsAddr, origin, err)
+	}
+	if cfg.LogFormat != "text" && cfg.LogFormat != "json" {
+		return config{}, fmt.Errorf("log_format %q (from %s or --log-format): want text or json", cfg.LogFormat, origin)
 	}
 	if cfg.ShutdownTimeout <= 0 {
 		return config{}, fmt.Errorf("shutdown_timeout must be positive (from %s or --shutdown-timeout)", origin)

@@ -18,7 +18,7 @@ import (
 )
 
 func newDevCmd() *cobra.Command {
-	var data, logLevel string
+	var data, logLevel, logFormat string
 	cmd := &cobra.Command{
 		Use:   "dev",
 		Short: "Run the three-region dev federation (ap, eu, us) of regions/dev.yaml in one process",
@@ -27,16 +27,16 @@ data directory under --data and its own embedded NATS, federated over gRPC
 exactly as separate processes would be. Ctrl-C stops them all.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var level slog.Level
-			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
-				return fmt.Errorf("--log-level %q: %w", logLevel, err)
+			log, err := newLogger(os.Stderr, logLevel, logFormat)
+			if err != nil {
+				return fmt.Errorf("--log-level, --log-format: %w", err)
 			}
-			log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 			return runDev(cmd.Context(), data, log, cmd.OutOrStdout())
 		},
 	}
 	cmd.Flags().StringVar(&data, "data", filepath.Join("data", "dev"), "parent of the regions' data directories")
 	cmd.Flags().StringVar(&logLevel, "log-level", "warn", "debug, info, warn or error")
+	cmd.Flags().StringVar(&logFormat, "log-format", "text", "text or json")
 	return cmd
 }
 
@@ -66,13 +66,14 @@ func runDev(ctx context.Context, data string, log *slog.Logger, out io.Writer) e
 			return errors.Join(err, stopAll())
 		}
 		st, err := stack.Start(stack.Config{
-			Region:     r.Name,
-			DataDir:    filepath.Join(data, r.Name),
-			ClientAddr: r.ClientAddr,
-			AdminAddr:  r.AdminAddr,
-			AdminToken: token,
-			Federation: self,
-			Logger:     log,
+			Region:      r.Name,
+			DataDir:     filepath.Join(data, r.Name),
+			ClientAddr:  r.ClientAddr,
+			AdminAddr:   r.AdminAddr,
+			AdminToken:  token,
+			MetricsAddr: r.MetricsAddr,
+			Federation:  self,
+			Logger:      log,
 		})
 		if err != nil {
 			return errors.Join(fmt.Errorf("start region %s: %w", r.Name, err), stopAll())
@@ -81,7 +82,8 @@ func runDev(ctx context.Context, data string, log *slog.Logger, out io.Writer) e
 	}
 	fmt.Fprintf(out, "roamfed dev federation is up (data in %s, admin token in %s):\n", data, tokenFile)
 	for _, st := range started {
-		fmt.Fprintf(out, "  %-3s clients %-16s roaming %-16s admin %s\n", st.Region(), st.ClientAddr(), st.RoamingAddr(), st.AdminAddr())
+		fmt.Fprintf(out, "  %-3s clients %-16s roaming %-16s admin %-16s status http://%s/\n",
+			st.Region(), st.ClientAddr(), st.RoamingAddr(), st.AdminAddr(), st.MetricsAddr())
 	}
 	fmt.Fprintf(out, `
 Try it across regions, in another terminal:

@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -60,18 +61,19 @@ func newRootCmd() *cobra.Command {
 	f.StringVar(&flags.AdminAddr, "admin-addr", "", "address of the operator API (default "+defaultAdminAddr+", or the federation file's; keep it on loopback or a private network)")
 	f.StringVar(&flags.AdminToken, "admin-token", "", "bearer token the operator API requires (default: read from --admin-token-file)")
 	f.StringVar(&flags.AdminTokenFile, "admin-token-file", "", "file holding the admin token, created with a random one if missing (default <data>/admin.token)")
+	f.StringVar(&flags.MetricsAddr, "metrics-addr", "", "address of /metrics, /healthz, /readyz, pprof and the status page (default "+defaultMetricsAddr+", or the federation file's; keep it on loopback or a private network)")
 	f.StringVar(&flags.LogLevel, "log-level", def.LogLevel, "debug, info, warn or error")
+	f.StringVar(&flags.LogFormat, "log-format", def.LogFormat, "text or json")
 	f.DurationVar(&flags.ShutdownTimeout, "shutdown-timeout", def.ShutdownTimeout, "how long calls in flight get to finish on SIGTERM")
 	cmd.AddCommand(newDevCmd())
 	return cmd
 }
 
 func run(ctx context.Context, cfg config) error {
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
-		return fmt.Errorf("log level %q: %w", cfg.LogLevel, err)
+	log, err := newLogger(os.Stderr, cfg.LogLevel, cfg.LogFormat)
+	if err != nil {
+		return err
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	sc := stack.Config{
 		Region:     cfg.Region,
 		DataDir:    cfg.Data,
@@ -96,7 +98,11 @@ func run(ctx context.Context, cfg config) error {
 		if cfg.AdminAddr == "" {
 			cfg.AdminAddr = self.AdminAddr
 		}
+		if cfg.MetricsAddr == "" {
+			cfg.MetricsAddr = self.MetricsAddr
+		}
 	}
+	sc.MetricsAddr = cfg.MetricsAddr
 	if cfg.AdminAddr != "" {
 		sc.AdminAddr, sc.AdminToken = cfg.AdminAddr, cfg.AdminToken
 		if sc.AdminToken == "" {
@@ -112,7 +118,8 @@ func run(ctx context.Context, cfg config) error {
 		return err
 	}
 	log.Info("ready", slog.String("connect", "go run ./cmd/roamchat --server "+st.ClientAddr()+" register NAME"),
-		slog.String("admin", st.AdminAddr()), slog.String("admin_token_file", cfg.AdminTokenFile))
+		slog.String("admin", st.AdminAddr()), slog.String("admin_token_file", cfg.AdminTokenFile),
+		slog.String("metrics", st.MetricsAddr()))
 	var served error
 	select {
 	case <-ctx.Done():
@@ -123,6 +130,23 @@ func run(ctx context.Context, cfg config) error {
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
 	return errors.Join(served, st.Shutdown(sctx))
+}
+
+// newLogger makes the process's logger: level is debug, info, warn or
+// error; format is text or json.
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("log level %q: %w", level, err)
+	}
+	opts := &slog.HandlerOptions{Level: l}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("log format %q: want text or json", format)
 }
 
 // shutdownGrace is the default of --shutdown-timeout.

@@ -4,8 +4,9 @@
 // nothing here is process-wide.
 //
 // Start brings the parts up in dependency order and Shutdown takes them
-// down in reverse: stop taking calls, end sessions, then close the business
-// center, the bus and the data center, each after its users.
+// down in reverse: stop the ops listener (metrics, health, status page),
+// stop taking calls, end sessions, then close the business center, the bus
+// and the data center, each after its users.
 package stack
 
 import (
@@ -15,6 +16,7 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -26,6 +28,7 @@ import (
 	clientv1 "github.com/roamfed/roamfed/api/client/v1"
 	"github.com/roamfed/roamfed/api/rpcstatus"
 	"github.com/roamfed/roamfed/internal/bus"
+	"github.com/roamfed/roamfed/internal/ops"
 	"github.com/roamfed/roamfed/internal/password"
 	"github.com/roamfed/roamfed/regions"
 	"github.com/roamfed/roamfed/roaming"
@@ -69,6 +72,10 @@ type Config struct {
 	// AdminToken is the bearer token the operator API requires. Required
 	// with AdminAddr.
 	AdminToken string
+	// MetricsAddr is where metrics, health, pprof and the status page
+	// listen (internal/ops); empty for none. The status page reaches the
+	// other regions at their federation file metrics_addr.
+	MetricsAddr string
 
 	// Tuning for tests; zero values are the production defaults.
 	AckTimeout  time.Duration
@@ -92,6 +99,10 @@ type Stack struct {
 
 	admin    *grpc.Server
 	adminLis net.Listener
+
+	metrics *ops.Metrics
+	ops     *ops.Server
+	ready   atomic.Bool
 }
 
 // Start opens the region's data and starts serving clients.
@@ -104,6 +115,9 @@ func Start(cfg Config) (st *Stack, err error) {
 	}
 	log := cfg.Logger.With(slog.String("region", cfg.Region))
 	s := &Stack{cfg: cfg, log: log, served: make(chan error, 1)}
+	if s.metrics, err = ops.NewMetrics(cfg.Region); err != nil {
+		return nil, err
+	}
 	// On failure, close what was opened, newest first.
 	var undo []func()
 	defer func() {
@@ -114,7 +128,9 @@ func Start(cfg Config) (st *Stack, err error) {
 		}
 	}()
 
-	s.store, err = datacenter.Open(filepath.Clean(cfg.DataDir), datacenter.Options{Region: cfg.Region, Logger: log})
+	s.store, err = datacenter.Open(filepath.Clean(cfg.DataDir), datacenter.Options{
+		Region: cfg.Region, Logger: log, CommitObserver: s.metrics.ObserveCommit,
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -140,6 +156,7 @@ func Start(cfg Config) (st *Stack, err error) {
 			Dial:           cfg.Dial,
 			Mesh:           cfg.Mesh,
 			AcceptWait:     cfg.AcceptWait,
+			OnInbound:      s.metrics.ObserveInbound,
 		})
 		if err != nil {
 			return nil, err
@@ -178,8 +195,9 @@ func Start(cfg Config) (st *Stack, err error) {
 	undo = append(undo, func() { _ = s.lis.Close() })
 
 	s.grpc = grpc.NewServer(
-		grpc.ChainUnaryInterceptor(rpcstatus.UnaryServerInterceptor(log)),
-		grpc.ChainStreamInterceptor(rpcstatus.StreamServerInterceptor(log)),
+		// Metrics first: they read the status codes rpcstatus maps.
+		grpc.ChainUnaryInterceptor(s.metrics.UnaryServerInterceptor(), rpcstatus.UnaryServerInterceptor(log)),
+		grpc.ChainStreamInterceptor(s.metrics.StreamServerInterceptor(), rpcstatus.StreamServerInterceptor(log)),
 		// Messages are at most 64 KiB by default; leave room for the
 		// largest configured body plus its envelope.
 		grpc.MaxRecvMsgSize(max(cfg.Limits.WithDefaults().MaxMessageBytes+64<<10, 4<<20)),
@@ -200,7 +218,15 @@ func Start(cfg Config) (st *Stack, err error) {
 		}
 		undo = append(undo, s.admin.Stop)
 	}
+	s.metrics.SetStatus(s.opsStatus)
+	if cfg.MetricsAddr != "" {
+		if err := s.startOps(); err != nil {
+			return nil, err
+		}
+		undo = append(undo, func() { _ = s.ops.Shutdown(context.Background()) })
+	}
 	go func() { s.served <- s.grpc.Serve(s.lis) }()
+	s.ready.Store(true)
 	log.Info("region serving clients", slog.String("addr", s.lis.Addr().String()),
 		slog.String("data", cfg.DataDir), slog.Bool("embedded_nats", s.bus.Embedded()))
 	return s, nil
@@ -232,6 +258,14 @@ func (s *Stack) Served() <-chan error { return s.served }
 // Shutdown stops the region: no new calls, sessions ended, in-flight calls
 // given until ctx ends to finish, then everything closed.
 func (s *Stack) Shutdown(ctx context.Context) error {
+	s.ready.Store(false)
+	if s.ops != nil {
+		// A second is plenty for a scrape in flight; event streams end
+		// at once.
+		octx, cancel := context.WithTimeout(ctx, time.Second)
+		_ = s.ops.Shutdown(octx)
+		cancel()
+	}
 	s.health.Shutdown()
 	if s.admin != nil {
 		s.admin.Stop()

@@ -135,6 +135,9 @@ func (d *Deliverer) session() (progressed bool, _ error) {
 			resp, err := stream.Recv()
 			if err != nil {
 				recvErr <- err
+				// Wake a batch waiting for window room that only this
+				// stream's acknowledgements could have freed.
+				cancel()
 				return
 			}
 			mu.Lock()

@@ -152,6 +152,10 @@ func (o *Outbox) run() {
 	// answered for good and removed, so reads do not wade through the
 	// deletions of a long drain.
 	var from uint64
+	// behind is when a round last failed to drain, zero while the outbox
+	// keeps up; caughtUp counts what went out since.
+	var behind time.Time
+	var caughtUp int
 	for {
 		entries, err := o.store.Outbox(o.peer, from, drainBatch)
 		if err != nil {
@@ -170,7 +174,19 @@ func (o *Outbox) run() {
 		from = firstLeft - 1
 		if all {
 			backoff = 50 * time.Millisecond
+			if !behind.IsZero() {
+				caughtUp += len(entries)
+				if items, _, _ := o.store.OutboxDepth(o.peer); items == 0 {
+					o.log.Info("outbox caught up", slog.Int("sent", caughtUp), slog.Duration("behind_for", time.Since(behind)))
+					behind, caughtUp = time.Time{}, 0
+				}
+			}
 			continue
+		}
+		if behind.IsZero() {
+			behind = time.Now()
+			items, bytes, _ := o.store.OutboxDepth(o.peer)
+			o.log.Info("outbox behind; retrying with backoff", slog.Int("items", items), slog.Int64("bytes", bytes))
 		}
 		// Jitter spreads the retries of many regions after a heal.
 		d := backoff/2 + rand.N(backoff)

@@ -34,6 +34,8 @@ type Router struct {
 
 	commits chan committed
 	dropped atomic.Uint64
+	refused atomic.Uint64
+	inbound atomic.Pointer[func(peer string, items []*recordv1.Fanout)]
 
 	locMu    sync.Mutex
 	locCache map[string]locEntry
@@ -85,6 +87,17 @@ func (r *Router) Receipt(rc *recordv1.Receipt) {
 
 // SetLocal names the service center that takes inbound deliveries.
 func (r *Router) SetLocal(l Local) { r.local.Store(&l) }
+
+// OnInbound sets a function that sees every batch of messages a peer
+// delivers here, resends included, before they are de-duplicated; metrics
+// use it. It must not block or modify the items. Nil removes it.
+func (r *Router) OnInbound(fn func(peer string, items []*recordv1.Fanout)) {
+	if fn == nil {
+		r.inbound.Store(nil)
+		return
+	}
+	r.inbound.Store(&fn)
+}
 
 // Stop ends the routing goroutine.
 func (r *Router) Stop() {
@@ -173,12 +186,25 @@ func (r *Router) where(userID, home string) string {
 // homed here but connected elsewhere are forwarded there, the rest are
 // handed to the local service center.
 func (r *Router) Inbound(peer string, req *roamingv1.DeliverRequest) {
+	if fn := r.inbound.Load(); fn != nil && len(req.GetItems()) > 0 {
+		(*fn)(peer, req.GetItems())
+	}
 	lp := r.local.Load()
 	var items []*recordv1.Fanout
 	for _, f := range req.GetItems() {
 		var here []string
 		forward := make(map[string][]string)
+		// A peer delivers messages of the groups it homes, and forwards
+		// them to the users it homes; anything else is a forgery.
+		groupHome := r.homeOf(roamingv1.DirectoryKind_DIRECTORY_KIND_GROUP, f.GetMessage().GetGroupId())
 		for _, uid := range f.GetRecipients() {
+			if groupHome != peer && r.homeOf(roamingv1.DirectoryKind_DIRECTORY_KIND_USER, uid) != peer {
+				if r.refused.Add(1)%1000 == 1 {
+					r.log.Warn("refused a delivery the peer has no standing to make", slog.String("peer", peer),
+						slog.String("group", f.GetMessage().GetGroupId()), slog.String("recipient", uid), slog.Uint64("refused", r.refused.Load()))
+				}
+				continue
+			}
 			if !r.seen.add(f.GetMessage().GetMessageId(), uid) {
 				continue
 			}
@@ -207,6 +233,20 @@ func (r *Router) Inbound(peer string, req *roamingv1.DeliverRequest) {
 		(*lp).ApplyPresence(req.GetPresence())
 	}
 }
+
+// homeOf returns the home region of a user or group as the directory
+// knows it, or "" when it does not.
+func (r *Router) homeOf(kind roamingv1.DirectoryKind, key string) string {
+	rec, err := r.store.Locate(kind, key)
+	if err != nil {
+		return ""
+	}
+	return rec.GetHomeRegion()
+}
+
+// Refused counts delivered items refused because the peer had no standing
+// to deliver them.
+func (r *Router) Refused() uint64 { return r.refused.Load() }
 
 // forwardTo returns where a user homed here is connected, if elsewhere.
 func (r *Router) forwardTo(userID string) string {

@@ -28,6 +28,8 @@ type Server struct {
 	home   *businesscenter.Home
 	router *Router
 	mesh   *mesh.Mesh
+	// actsFor checks that a peer may act for a user (a message's sender).
+	actsFor func(ctx context.Context, caller, userID string) error
 	// maxBatch bounds the messages of one Submit or Deliver batch.
 	maxBatch int
 	// closing ends the long-lived streams, so that a graceful stop of the
@@ -67,8 +69,9 @@ type recvResult[T any] struct {
 var _ roamingv1.BusinessServiceServer = (*Server)(nil)
 
 // NewServer returns a BusinessService server.
-func NewServer(region string, log *slog.Logger, home *businesscenter.Home, router *Router, m *mesh.Mesh, maxBatch int) *Server {
-	return &Server{region: region, log: log, home: home, router: router, mesh: m, maxBatch: maxBatch, closing: make(chan struct{})}
+func NewServer(region string, log *slog.Logger, home *businesscenter.Home, router *Router, m *mesh.Mesh,
+	actsFor func(ctx context.Context, caller, userID string) error, maxBatch int) *Server {
+	return &Server{region: region, log: log, home: home, router: router, mesh: m, actsFor: actsFor, maxBatch: maxBatch, closing: make(chan struct{})}
 }
 
 // Submit commits the messages a peer submits to groups homed here. Batches
@@ -125,6 +128,11 @@ func (s *Server) commitAll(ctx context.Context, peer string, msgs []*recordv1.Me
 		if m.GetOriginRegion() != peer {
 			results[i].Code = int32(codes.PermissionDenied)
 			results[i].Error = "message origin " + m.GetOriginRegion() + " is not the submitting region " + peer
+			continue
+		}
+		if err := s.actsFor(ctx, peer, m.GetSenderId()); err != nil {
+			st := status.Convert(err)
+			results[i].Code, results[i].Error = int32(st.Code()), st.Message()
 			continue
 		}
 		ok = append(ok, m)

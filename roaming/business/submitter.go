@@ -163,14 +163,14 @@ func (s *Submitter) session() error {
 	}
 	conn, err := s.peers.Conn(s.peer)
 	if err != nil {
-		s.fail([]*submitCall{first}, err)
+		s.failWaiting(first, err)
 		return err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	stream, err := roamingv1.NewBusinessServiceClient(conn).Submit(ctx)
 	if err != nil {
-		s.fail([]*submitCall{first}, err)
+		s.failWaiting(first, err)
 		return err
 	}
 	var (
@@ -183,6 +183,9 @@ func (s *Submitter) session() error {
 			resp, err := stream.Recv()
 			if err != nil {
 				recvErr <- err
+				// Wake a batch waiting for window room that only this
+				// stream's answers could have freed.
+				cancel()
 				return
 			}
 			mu.Lock()
@@ -202,7 +205,7 @@ func (s *Submitter) session() error {
 		defer mu.Unlock()
 		for id, b := range inflight {
 			s.window.Release(b.bytes)
-			s.fail(b.calls, status.Errorf(codes.Unavailable, "roaming: submit stream to %s broke; resubmit", s.peer))
+			s.fail(b.calls, s.errBroken())
 			delete(inflight, id)
 		}
 	}()
@@ -229,6 +232,10 @@ func (s *Submitter) session() error {
 		req.BatchId = s.nextID
 		size := int64(proto.Size(req))
 		if err := s.window.Acquire(ctx, size); err != nil {
+			if ctx.Err() != nil {
+				// The stream ended while the batch waited for room.
+				err = s.errBroken()
+			}
 			s.fail(calls, err)
 			return err
 		}
@@ -283,6 +290,28 @@ func (s *Submitter) complete(calls []*submitCall, results []*roamingv1.SubmitRes
 			c.res = datacenter.Appended{Message: m, Duplicate: r.GetDuplicate()}
 		}
 		close(c.done)
+	}
+}
+
+// errBroken is what the calls on a stream that ended without their answer
+// get.
+func (s *Submitter) errBroken() error {
+	return status.Errorf(codes.Unavailable, "roaming: submit stream to %s broke; resubmit", s.peer)
+}
+
+// failWaiting fails first and every call queued behind it: with no stream
+// to the peer, each would otherwise wait for a reconnect attempt of its
+// own, one backoff after another.
+func (s *Submitter) failWaiting(first *submitCall, err error) {
+	calls := []*submitCall{first}
+	for {
+		select {
+		case c := <-s.queue:
+			calls = append(calls, c)
+		default:
+			s.fail(calls, err)
+			return
+		}
 	}
 }
 

@@ -95,6 +95,7 @@ func (c *Client) Locate(ctx context.Context, kind roamingv1.DirectoryKind, key s
 	if len(errs) > 0 {
 		// Some peer could not answer: the record may exist there.
 		c.log.Debug("locate incomplete", slog.String("key", key), slog.Any("err", errors.Join(errs...)))
+		return nil, datacenter.ErrDirectoryIncomplete
 	}
 	return nil, datacenter.ErrNotInDirectory
 }
@@ -307,4 +308,15 @@ func (c *Client) ResyncAll(ctx context.Context) []*roamingv1.ResyncResult {
 	out[0] = ResyncLocal(c.region, c.store)
 	wg.Wait()
 	return out
+}
+
+// AuthorizeUser asks a user's home whether a region may act for the user.
+func (c *Client) AuthorizeUser(ctx context.Context, home string, req *roamingv1.AuthorizeUserRequest) (*roamingv1.AuthorizeUserResponse, error) {
+	stub, err := c.stub(home)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := c.callCtx(ctx)
+	defer cancel()
+	return stub.AuthorizeUser(ctx, req)
 }

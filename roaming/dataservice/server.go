@@ -7,6 +7,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	roamingv1 "github.com/roamfed/roamfed/api/roaming/v1"
 	"github.com/roamfed/roamfed/roaming/resourcepool"
@@ -26,13 +27,24 @@ type Server struct {
 	region string
 	store  *datacenter.Store
 	home   *businesscenter.Home
+	auth   *Authorizer
 }
 
 var _ roamingv1.DataServiceServer = (*Server)(nil)
 
-// NewServer returns a DataService server for region.
-func NewServer(region string, store *datacenter.Store, home *businesscenter.Home) *Server {
-	return &Server{region: region, store: store, home: home}
+// NewServer returns a DataService server for region. auth checks that a
+// peer may act for the user it names.
+func NewServer(region string, store *datacenter.Store, home *businesscenter.Home, auth *Authorizer) *Server {
+	return &Server{region: region, store: store, home: home, auth: auth}
+}
+
+// actsFor checks that the calling region may act for userID.
+func (s *Server) actsFor(ctx context.Context, userID string) error {
+	caller, err := resourcepool.RegionFromContext(ctx)
+	if err != nil {
+		return err
+	}
+	return s.auth.Check(ctx, caller, userID)
 }
 
 // Locate answers from this region's home directory, its own records and
@@ -56,7 +68,10 @@ func (s *Server) Locate(_ context.Context, req *roamingv1.LocateRequest) (*roami
 }
 
 // GetGroup returns a group homed here to one of its members.
-func (s *Server) GetGroup(_ context.Context, req *roamingv1.GetGroupRequest) (*roamingv1.GetGroupResponse, error) {
+func (s *Server) GetGroup(ctx context.Context, req *roamingv1.GetGroupRequest) (*roamingv1.GetGroupResponse, error) {
+	if err := s.actsFor(ctx, req.GetUserId()); err != nil {
+		return nil, err
+	}
 	g, err := s.home.GetGroup(req.GetGroupId(), req.GetUserId())
 	if err != nil {
 		return nil, err
@@ -65,7 +80,10 @@ func (s *Server) GetGroup(_ context.Context, req *roamingv1.GetGroupRequest) (*r
 }
 
 // StoreGroup applies a change to a group homed here.
-func (s *Server) StoreGroup(_ context.Context, req *roamingv1.StoreGroupRequest) (*roamingv1.StoreGroupResponse, error) {
+func (s *Server) StoreGroup(ctx context.Context, req *roamingv1.StoreGroupRequest) (*roamingv1.StoreGroupResponse, error) {
+	if err := s.actsFor(ctx, req.GetUserId()); err != nil {
+		return nil, err
+	}
 	g, err := s.home.StoreGroup(req)
 	if err != nil {
 		return nil, err
@@ -75,7 +93,11 @@ func (s *Server) StoreGroup(_ context.Context, req *roamingv1.StoreGroupRequest)
 
 // VerifyLogin checks the credentials of a user homed here.
 func (s *Server) VerifyLogin(ctx context.Context, req *roamingv1.VerifyLoginRequest) (*roamingv1.VerifyLoginResponse, error) {
-	u, err := s.home.VerifyLogin(ctx, req.GetUsername(), req.GetPassword())
+	caller, err := resourcepool.RegionFromContext(ctx)
+	if err != nil {
+		return nil, err
+	}
+	u, err := s.home.VerifyLoginFor(ctx, req.GetUsername(), req.GetPassword(), caller)
 	if err != nil {
 		return nil, err
 	}
@@ -91,6 +113,9 @@ func (s *Server) UpdateLocation(ctx context.Context, req *roamingv1.UpdateLocati
 	}
 	if req.GetRegion() != caller {
 		return nil, status.Errorf(codes.PermissionDenied, "region %s cannot set a location in region %q", caller, req.GetRegion())
+	}
+	if err := s.auth.Check(ctx, caller, req.GetUserId()); err != nil {
+		return nil, err
 	}
 	if err := s.home.SetLocation(req.GetUserId(), req.GetRegion(), req.GetOnline()); err != nil {
 		return nil, err
@@ -121,12 +146,18 @@ func (s *Server) ReplicateDirectory(_ context.Context, req *roamingv1.ReplicateD
 }
 
 // FetchHistory returns a group's messages to one of its members.
-func (s *Server) FetchHistory(_ context.Context, req *roamingv1.FetchHistoryRequest) (*roamingv1.FetchHistoryResponse, error) {
+func (s *Server) FetchHistory(ctx context.Context, req *roamingv1.FetchHistoryRequest) (*roamingv1.FetchHistoryResponse, error) {
+	if err := s.actsFor(ctx, req.GetUserId()); err != nil {
+		return nil, err
+	}
 	return s.home.History(req)
 }
 
 // ListUserGroups returns the groups homed here that a user is a member of.
-func (s *Server) ListUserGroups(_ context.Context, req *roamingv1.ListUserGroupsRequest) (*roamingv1.ListUserGroupsResponse, error) {
+func (s *Server) ListUserGroups(ctx context.Context, req *roamingv1.ListUserGroupsRequest) (*roamingv1.ListUserGroupsResponse, error) {
+	if err := s.actsFor(ctx, req.GetUserId()); err != nil {
+		return nil, err
+	}
 	groups, err := s.home.UserGroups(req.GetUserId())
 	if err != nil {
 		return nil, err
@@ -148,4 +179,14 @@ func ResyncLocal(region string, store *datacenter.Store) *roamingv1.ResyncResult
 		out.Error = err.Error()
 	}
 	return out
+}
+
+// AuthorizeUser answers for a user homed here whether a region may act for
+// the user.
+func (s *Server) AuthorizeUser(_ context.Context, req *roamingv1.AuthorizeUserRequest) (*roamingv1.AuthorizeUserResponse, error) {
+	until, ok, err := s.home.Authorize(req.GetUserId(), req.GetRegion())
+	if err != nil {
+		return nil, err
+	}
+	return &roamingv1.AuthorizeUserResponse{Allowed: ok, Until: timestamppb.New(until)}, nil
 }

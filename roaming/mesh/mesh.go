@@ -8,7 +8,9 @@ import (
 	"net"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -56,6 +58,10 @@ type Mesh struct {
 
 	client func(peer string) (roamingv1.BusinessServiceClient, error)
 
+	// relaysOpened counts this region's connections that went through a
+	// relay; relaysCarried the relays this region carried for others.
+	relaysOpened, relaysCarried atomic.Uint64
+
 	stop chan struct{}
 	wg   sync.WaitGroup
 	once sync.Once
@@ -73,6 +79,9 @@ type link struct {
 	view      map[string]*roamingv1.LinkView // the peer's links, from its last answer
 	inFlight  int
 	downCount uint64
+	// known is set by the first heartbeat outcome; until then traffic
+	// goes direct, as it would have without a mesh.
+	known bool
 }
 
 // New makes a mesh; links start down until their first heartbeat.
@@ -195,6 +204,7 @@ func (m *Mesh) record(peer string, rtt time.Duration, resp *roamingv1.HeartbeatR
 	l := m.links[peer]
 	l.inFlight--
 	old := l.state
+	wasKnown := l.known
 	if err != nil {
 		l.misses++
 		l.lastErr = status.Convert(err).Message()
@@ -220,15 +230,19 @@ func (m *Mesh) record(peer string, rtt time.Duration, resp *roamingv1.HeartbeatR
 	if l.cut {
 		l.state = roamingv1.LinkState_LINK_STATE_CUT
 	}
-	changed := old != l.state
+	// A link is known once it has answered, or has missed enough to be
+	// called down.
+	l.known = l.known || err == nil || l.misses >= m.cfg.MissThreshold
+	changed := old != l.state || wasKnown != l.known
 	if changed {
 		l.since = time.Now()
 	}
-	state, lastErr := l.state, l.lastErr
+	state, lastErr, avg, downs := l.state, l.lastErr, l.rtt, l.downCount
 	m.mu.Unlock()
 	if changed {
 		m.log.Info("link state changed", slog.String("peer", peer), slog.String("from", stateName(old)),
-			slog.String("to", stateName(state)), slog.String("last_error", lastErr))
+			slog.String("to", stateName(state)), slog.Duration("rtt", avg), slog.Uint64("downs", downs),
+			slog.String("last_error", lastErr))
 		m.reroute(peer, state == roamingv1.LinkState_LINK_STATE_UP)
 	}
 }
@@ -247,10 +261,13 @@ func (m *Mesh) reroute(peer string, up bool) {
 			stale = append(stale, c)
 		}
 	}
+	routes := m.routesLocked()
 	m.mu.Unlock()
 	for _, c := range stale {
 		_ = c.Close()
 	}
+	m.log.Info("reroute", slog.String("peer", peer), slog.Bool("up", up),
+		slog.Int("closed_conns", len(stale)), slog.String("routes", routes))
 	if m.cfg.Changed == nil {
 		return
 	}
@@ -258,6 +275,37 @@ func (m *Mesh) reroute(peer string, up bool) {
 	for other := range m.cfg.Peers {
 		m.cfg.Changed(other)
 	}
+}
+
+// routesLocked renders the route to every peer for logs:
+// "eu=direct us=via:eu".
+func (m *Mesh) routesLocked() string {
+	names := make([]string, 0, len(m.links))
+	for name := range m.links {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	var b strings.Builder
+	for i, name := range names {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		switch via, ok := m.routeLocked(name, nil); {
+		case !ok:
+			b.WriteString(name + "=none")
+		case via == "":
+			b.WriteString(name + "=direct")
+		default:
+			b.WriteString(name + "=via:" + via)
+		}
+	}
+	return b.String()
+}
+
+// Relays returns how many of this region's connections went through a
+// relay, and how many relays this region carried for others, since New.
+func (m *Mesh) Relays() (opened, carried uint64) {
+	return m.relaysOpened.Load(), m.relaysCarried.Load()
 }
 
 func stateName(s roamingv1.LinkState) string {
@@ -330,7 +378,7 @@ func (m *Mesh) routeLocked(peer string, avoid []string) (string, bool) {
 	if !ok {
 		return "", false
 	}
-	if l.state == roamingv1.LinkState_LINK_STATE_UP {
+	if l.state == roamingv1.LinkState_LINK_STATE_UP || !l.known && !l.cut {
 		return "", true
 	}
 	best, bestRTT := "", time.Duration(-1)
@@ -495,6 +543,7 @@ func (m *Mesh) dialRoute(ctx context.Context, peer string, hops []string, traffi
 	}
 	c := &trackedConn{Conn: raw, m: m, peer: peer, via: via, traffic: traffic, closed: make(chan struct{})}
 	m.track(c)
+	m.relaysOpened.Add(1)
 	m.log.Debug("relayed connection", slog.String("peer", peer), slog.String("via", via))
 	return c, nil
 }
@@ -552,6 +601,7 @@ func (m *Mesh) ServeRelay(caller string, stream roamingv1.BusinessService_RelayS
 		return status.Errorf(codes.Unavailable, "relay to %s: %v", open.GetDestination(), err)
 	}
 	defer conn.Close()
+	m.relaysCarried.Add(1)
 	// The handler may return only when nothing sends on the stream any
 	// more: the conn reader is waited for; the stream reader only writes
 	// to conn and ends when the stream does.

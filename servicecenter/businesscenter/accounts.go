@@ -35,6 +35,11 @@ func (s *Server) Register(ctx context.Context, req *clientv1.RegisterRequest) (*
 	switch _, err := s.locate(ctx, roamingv1.DirectoryKind_DIRECTORY_KIND_USERNAME, req.GetUsername()); {
 	case err == nil:
 		return nil, fmt.Errorf("username %q: %w", req.GetUsername(), datacenter.ErrUserExists)
+	case errors.Is(err, datacenter.ErrDirectoryIncomplete):
+		// A region that could hold the name is unreachable. Registering
+		// keeps the region useful while cut off, at the risk that the
+		// name turns out to be taken there.
+		s.log.Warn("registering while a region is unreachable; the name may be taken there", slog.String("username", req.GetUsername()))
 	case !errors.Is(err, datacenter.ErrNotInDirectory):
 		return nil, err
 	}

@@ -25,6 +25,9 @@ type Home struct {
 	store  *datacenter.Store
 	now    func() time.Time
 	creds  *credentials
+	// grantTTL is how long a login verified for another region lets that
+	// region act for the user.
+	grantTTL time.Duration
 }
 
 // ErrNotHomedHere is also what Home returns for a group or user that lives
@@ -240,6 +243,38 @@ func (h *Home) History(req *roamingv1.FetchHistoryRequest) (*roamingv1.FetchHist
 		}
 	}
 	return &roamingv1.FetchHistoryResponse{Messages: msgs, LastSeq: last, HasMore: more}, nil
+}
+
+// VerifyLoginFor checks the credentials of a user homed here for a login
+// at region, and lets region act for the user for as long as a login
+// session lasts.
+func (h *Home) VerifyLoginFor(ctx context.Context, username, pw, region string) (*recordv1.User, error) {
+	u, err := h.VerifyLogin(ctx, username, pw)
+	if err != nil {
+		return nil, err
+	}
+	if region != h.region {
+		if err := h.store.PutGrant(u.GetId(), region, h.now().Add(h.grantTTL)); err != nil {
+			return nil, err
+		}
+	}
+	return u, nil
+}
+
+// Authorize reports until when region may act for a user homed here: it is
+// the user's home, or a login there was verified here and has not expired.
+func (h *Home) Authorize(userID, region string) (time.Time, bool, error) {
+	rec, err := h.store.Locate(roamingv1.DirectoryKind_DIRECTORY_KIND_USER, userID)
+	if errors.Is(err, datacenter.ErrNotInDirectory) {
+		return time.Time{}, false, nil
+	}
+	if err != nil || rec.GetHomeRegion() != h.region {
+		return time.Time{}, false, err
+	}
+	if region == h.region {
+		return h.now().Add(h.grantTTL), true, nil
+	}
+	return h.store.Grant(userID, region, h.now())
 }
 
 // VerifyLogin checks the credentials of a user homed here and returns the

@@ -39,13 +39,17 @@ func (s *Server) coMembers(ctx context.Context, userID string) ([]string, error)
 	return out, nil
 }
 
-// watchGroup lets a user's open sessions see the presence of the members
-// of a group the user just joined.
+// watchGroup lets a user who just joined a group and the group's members
+// see each other's presence in the sessions open on this node.
 func (s *Server) watchGroup(userID string, g *recordv1.Group) {
 	var peers []string
 	for _, m := range g.GetMembers() {
-		if m.GetUserId() != userID {
-			peers = append(peers, m.GetUserId())
+		if m.GetUserId() == userID {
+			continue
+		}
+		peers = append(peers, m.GetUserId())
+		for _, ss := range s.hub.sessionsOf(m.GetUserId()) {
+			s.hub.watch(ss, []string{userID})
 		}
 	}
 	for _, ss := range s.hub.sessionsOf(userID) {

@@ -21,6 +21,10 @@ const DirectoryBatches = 64
 // ErrNotInDirectory means the directory holds no record for the key.
 var ErrNotInDirectory = errors.New("datacenter: not in the home directory")
 
+// ErrDirectoryIncomplete means no record was found, but some region that
+// might have it could not be asked: the key may exist.
+var ErrDirectoryIncomplete = errors.New("not found in the reachable regions; a region that may home it is unreachable")
+
 // DirectoryBatch returns the batch a record belongs to.
 func DirectoryBatch(kind roamingv1.DirectoryKind, key string) uint32 {
 	h := fnv.New32a()

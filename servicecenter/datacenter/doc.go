@@ -42,6 +42,7 @@
 //	e/<owner>/<batch:4>/<kind>/<key>     empty: the record is in owner's directory batch
 //	v/<owner>/<batch:4>                  roaming.v1.BatchVersion of owner's batch
 //	o/<peer>/<seq:8>                     record.v1.OutboxEntry: cross-region work waiting for peer
+//	a/<user_id>/<region>                 unix nanos:8: region may act for the user until then
 //
 // Records are protobuf (api/record/v1); a reader ignores fields it does not know.
 package datacenter

@@ -16,6 +16,7 @@ const (
 	tagDirIndex   = 'e'
 	tagDirVersion = 'v'
 	tagOutbox     = 'o'
+	tagGrant      = 'a'
 )
 
 func key(tag byte, parts ...string) []byte {

@@ -1329,6 +1329,7 @@ type SessionResponse struct {
 	//	*SessionResponse_Presence
 	//	*SessionResponse_CatchUp
 	//	*SessionResponse_Pong
+	//	*SessionResponse_Receipt
 	Kind          isSessionResponse_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1416,6 +1417,15 @@ func (x *SessionResponse) GetPong() *Pong {
 	return nil
 }
 
+func (x *SessionResponse) GetReceipt() *Receipt {
+	if x != nil {
+		if x, ok := x.Kind.(*SessionResponse_Receipt); ok {
+			return x.Receipt
+		}
+	}
+	return nil
+}
+
 type isSessionResponse_Kind interface {
 	isSessionResponse_Kind()
 }
@@ -1444,6 +1454,11 @@ type SessionResponse_Pong struct {
 	Pong *Pong `protobuf:"bytes,5,opt,name=pong,oneof"`
 }
 
+type SessionResponse_Receipt struct {
+	// What became of a message that SendMessage answered as accepted.
+	Receipt *Receipt `protobuf:"bytes,6,opt,name=receipt,oneof"`
+}
+
 func (*SessionResponse_Ready) isSessionResponse_Kind() {}
 
 func (*SessionResponse_Delivery) isSessionResponse_Kind() {}
@@ -1454,6 +1469,103 @@ func (*SessionResponse_CatchUp) isSessionResponse_Kind() {}
 
 func (*SessionResponse_Pong) isSessionResponse_Kind() {}
 
+func (*SessionResponse_Receipt) isSessionResponse_Kind() {}
+
+type Receipt struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	GroupId     string                 `protobuf:"bytes,1,opt,name=group_id,json=groupId" json:"group_id,omitempty"`
+	MessageId   string                 `protobuf:"bytes,2,opt,name=message_id,json=messageId" json:"message_id,omitempty"`
+	ClientMsgId string                 `protobuf:"bytes,3,opt,name=client_msg_id,json=clientMsgId" json:"client_msg_id,omitempty"`
+	// Committed: the sequence number the group's home gave it.
+	Seq         uint64                 `protobuf:"varint,4,opt,name=seq" json:"seq,omitempty"`
+	State       DeliveryState          `protobuf:"varint,5,opt,name=state,enum=client.v1.DeliveryState" json:"state,omitempty"`
+	CommittedAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=committed_at,json=committedAt" json:"committed_at,omitempty"`
+	// Set when the home refused the message (for instance, the sender had
+	// left the group); state is then unspecified.
+	Error         string `protobuf:"bytes,7,opt,name=error" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Receipt) Reset() {
+	*x = Receipt{}
+	mi := &file_client_v1_client_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Receipt) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Receipt) ProtoMessage() {}
+
+func (x *Receipt) ProtoReflect() protoreflect.Message {
+	mi := &file_client_v1_client_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Receipt.ProtoReflect.Descriptor instead.
+func (*Receipt) Descriptor() ([]byte, []int) {
+	return file_client_v1_client_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *Receipt) GetGroupId() string {
+	if x != nil {
+		return x.GroupId
+	}
+	return ""
+}
+
+func (x *Receipt) GetMessageId() string {
+	if x != nil {
+		return x.MessageId
+	}
+	return ""
+}
+
+func (x *Receipt) GetClientMsgId() string {
+	if x != nil {
+		return x.ClientMsgId
+	}
+	return ""
+}
+
+func (x *Receipt) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *Receipt) GetState() DeliveryState {
+	if x != nil {
+		return x.State
+	}
+	return DeliveryState_DELIVERY_STATE_UNSPECIFIED
+}
+
+func (x *Receipt) GetCommittedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CommittedAt
+	}
+	return nil
+}
+
+func (x *Receipt) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 type Ack struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	DeliveryIds   []uint64               `protobuf:"varint,1,rep,packed,name=delivery_ids,json=deliveryIds" json:"delivery_ids,omitempty"`
@@ -1463,7 +1575,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_client_v1_client_proto_msgTypes[24]
+	mi := &file_client_v1_client_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1475,7 +1587,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_client_v1_client_proto_msgTypes[24]
+	mi := &file_client_v1_client_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1488,7 +1600,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_client_v1_client_proto_rawDescGZIP(), []int{24}
+	return file_client_v1_client_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Ack) GetDeliveryIds() []uint64 {
@@ -1507,7 +1619,7 @@ type Ping struct {
 
 func (x *Ping) Reset() {
 	*x = Ping{}
-	mi := &file_client_v1_client_proto_msgTypes[25]
+	mi := &file_client_v1_client_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1519,7 +1631,7 @@ func (x *Ping) String() string {
 func (*Ping) ProtoMessage() {}
 
 func (x *Ping) ProtoReflect() protoreflect.Message {
-	mi := &file_client_v1_client_proto_msgTypes[25]
+	mi := &file_client_v1_client_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1532,7 +1644,7 @@ func (x *Ping) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ping.ProtoReflect.Descriptor instead.
 func (*Ping) Descriptor() ([]byte, []int) {
-	return file_client_v1_client_proto_rawDescGZIP(), []int{25}
+	return file_client_v1_client_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Ping) GetNonce() uint64 {
@@ -1551,7 +1663,7 @@ type Pong struct {
 
 func (x *Pong) Reset() {
 	*x = Pong{}
-	mi := &file_client_v1_client_proto_msgTypes[26]
+	mi := &file_client_v1_client_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1563,7 +1675,7 @@ func (x *Pong) String() string {
 func (*Pong) ProtoMessage() {}
 
 func (x *Pong) ProtoReflect() protoreflect.Message {
-	mi := &file_client_v1_client_proto_msgTypes[26]
+	mi := &file_client_v1_client_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1576,7 +1688,7 @@ func (x *Pong) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pong.ProtoReflect.Descriptor instead.
 func (*Pong) Descriptor() ([]byte, []int) {
-	return file_client_v1_client_proto_rawDescGZIP(), []int{26}
+	return file_client_v1_client_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Pong) GetNonce() uint64 {
@@ -1599,7 +1711,7 @@ type Ready struct {
 
 func (x *Ready) Reset() {
 	*x = Ready{}
-	mi := &file_client_v1_client_proto_msgTypes[27]
+	mi := &file_client_v1_client_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1611,7 +1723,7 @@ func (x *Ready) String() string {
 func (*Ready) ProtoMessage() {}
 
 func (x *Ready) ProtoReflect() protoreflect.Message {
-	mi := &file_client_v1_client_proto_msgTypes[27]
+	mi := &file_client_v1_client_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1624,7 +1736,7 @@ func (x *Ready) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ready.ProtoReflect.Descriptor instead.
 func (*Ready) Descriptor() ([]byte, []int) {
-	return file_client_v1_client_proto_rawDescGZIP(), []int{27}
+	return file_client_v1_client_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Ready) GetSessionId() string {
@@ -1668,7 +1780,7 @@ type Delivery struct {
 
 func (x *Delivery) Reset() {
 	*x = Delivery{}
-	mi := &file_client_v1_client_proto_msgTypes[28]
+	mi := &file_client_v1_client_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1680,7 +1792,7 @@ func (x *Delivery) String() string {
 func (*Delivery) ProtoMessage() {}
 
 func (x *Delivery) ProtoReflect() protoreflect.Message {
-	mi := &file_client_v1_client_proto_msgTypes[28]
+	mi := &file_client_v1_client_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1693,7 +1805,7 @@ func (x *Delivery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Delivery.ProtoReflect.Descriptor instead.
 func (*Delivery) Descriptor() ([]byte, []int) {
-	return file_client_v1_client_proto_rawDescGZIP(), []int{28}
+	return file_client_v1_client_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Delivery) GetDeliveryId() uint64 {
@@ -1731,7 +1843,7 @@ type Presence struct {
 
 func (x *Presence) Reset() {
 	*x = Presence{}
-	mi := &file_client_v1_client_proto_msgTypes[29]
+	mi := &file_client_v1_client_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1743,7 +1855,7 @@ func (x *Presence) String() string {
 func (*Presence) ProtoMessage() {}
 
 func (x *Presence) ProtoReflect() protoreflect.Message {
-	mi := &file_client_v1_client_proto_msgTypes[29]
+	mi := &file_client_v1_client_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1756,7 +1868,7 @@ func (x *Presence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Presence.ProtoReflect.Descriptor instead.
 func (*Presence) Descriptor() ([]byte, []int) {
-	return file_client_v1_client_proto_rawDescGZIP(), []int{29}
+	return file_client_v1_client_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Presence) GetUserId() string {
@@ -1804,7 +1916,7 @@ type CatchUp struct {
 
 func (x *CatchUp) Reset() {
 	*x = CatchUp{}
-	mi := &file_client_v1_client_proto_msgTypes[30]
+	mi := &file_client_v1_client_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1816,7 +1928,7 @@ func (x *CatchUp) String() string {
 func (*CatchUp) ProtoMessage() {}
 
 func (x *CatchUp) ProtoReflect() protoreflect.Message {
-	mi := &file_client_v1_client_proto_msgTypes[30]
+	mi := &file_client_v1_client_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1829,7 +1941,7 @@ func (x *CatchUp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CatchUp.ProtoReflect.Descriptor instead.
 func (*CatchUp) Descriptor() ([]byte, []int) {
-	return file_client_v1_client_proto_rawDescGZIP(), []int{30}
+	return file_client_v1_client_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *CatchUp) GetGroupId() string {
@@ -1864,7 +1976,7 @@ type Group struct {
 
 func (x *Group) Reset() {
 	*x = Group{}
-	mi := &file_client_v1_client_proto_msgTypes[31]
+	mi := &file_client_v1_client_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1876,7 +1988,7 @@ func (x *Group) String() string {
 func (*Group) ProtoMessage() {}
 
 func (x *Group) ProtoReflect() protoreflect.Message {
-	mi := &file_client_v1_client_proto_msgTypes[31]
+	mi := &file_client_v1_client_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1889,7 +2001,7 @@ func (x *Group) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Group.ProtoReflect.Descriptor instead.
 func (*Group) Descriptor() ([]byte, []int) {
-	return file_client_v1_client_proto_rawDescGZIP(), []int{31}
+	return file_client_v1_client_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Group) GetId() string {
@@ -1974,7 +2086,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_client_v1_client_proto_msgTypes[32]
+	mi := &file_client_v1_client_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1986,7 +2098,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_client_v1_client_proto_msgTypes[32]
+	mi := &file_client_v1_client_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1999,7 +2111,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_client_v1_client_proto_rawDescGZIP(), []int{32}
+	return file_client_v1_client_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *Member) GetUserId() string {
@@ -2047,7 +2159,7 @@ type GroupSummary struct {
 
 func (x *GroupSummary) Reset() {
 	*x = GroupSummary{}
-	mi := &file_client_v1_client_proto_msgTypes[33]
+	mi := &file_client_v1_client_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2059,7 +2171,7 @@ func (x *GroupSummary) String() string {
 func (*GroupSummary) ProtoMessage() {}
 
 func (x *GroupSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_client_v1_client_proto_msgTypes[33]
+	mi := &file_client_v1_client_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2072,7 +2184,7 @@ func (x *GroupSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupSummary.ProtoReflect.Descriptor instead.
 func (*GroupSummary) Descriptor() ([]byte, []int) {
-	return file_client_v1_client_proto_rawDescGZIP(), []int{33}
+	return file_client_v1_client_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *GroupSummary) GetId() string {
@@ -2142,7 +2254,7 @@ type Message struct {
 
 func (x *Message) Reset() {
 	*x = Message{}
-	mi := &file_client_v1_client_proto_msgTypes[34]
+	mi := &file_client_v1_client_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2154,7 +2266,7 @@ func (x *Message) String() string {
 func (*Message) ProtoMessage() {}
 
 func (x *Message) ProtoReflect() protoreflect.Message {
-	mi := &file_client_v1_client_proto_msgTypes[34]
+	mi := &file_client_v1_client_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2167,7 +2279,7 @@ func (x *Message) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Message.ProtoReflect.Descriptor instead.
 func (*Message) Descriptor() ([]byte, []int) {
-	return file_client_v1_client_proto_rawDescGZIP(), []int{34}
+	return file_client_v1_client_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *Message) GetGroupId() string {
@@ -2322,14 +2434,24 @@ const file_client_v1_client_proto_rawDesc = "" +
 	"\x0eSessionRequest\x12\"\n" +
 	"\x03ack\x18\x01 \x01(\v2\x0e.client.v1.AckH\x00R\x03ack\x12%\n" +
 	"\x04ping\x18\x02 \x01(\v2\x0f.client.v1.PingH\x00R\x04pingB\x06\n" +
-	"\x04kind\"\x81\x02\n" +
+	"\x04kind\"\xb1\x02\n" +
 	"\x0fSessionResponse\x12(\n" +
 	"\x05ready\x18\x01 \x01(\v2\x10.client.v1.ReadyH\x00R\x05ready\x121\n" +
 	"\bdelivery\x18\x02 \x01(\v2\x13.client.v1.DeliveryH\x00R\bdelivery\x121\n" +
 	"\bpresence\x18\x03 \x01(\v2\x13.client.v1.PresenceH\x00R\bpresence\x12/\n" +
 	"\bcatch_up\x18\x04 \x01(\v2\x12.client.v1.CatchUpH\x00R\acatchUp\x12%\n" +
-	"\x04pong\x18\x05 \x01(\v2\x0f.client.v1.PongH\x00R\x04pongB\x06\n" +
-	"\x04kind\"(\n" +
+	"\x04pong\x18\x05 \x01(\v2\x0f.client.v1.PongH\x00R\x04pong\x12.\n" +
+	"\areceipt\x18\x06 \x01(\v2\x12.client.v1.ReceiptH\x00R\areceiptB\x06\n" +
+	"\x04kind\"\xfe\x01\n" +
+	"\aReceipt\x12\x19\n" +
+	"\bgroup_id\x18\x01 \x01(\tR\agroupId\x12\x1d\n" +
+	"\n" +
+	"message_id\x18\x02 \x01(\tR\tmessageId\x12\"\n" +
+	"\rclient_msg_id\x18\x03 \x01(\tR\vclientMsgId\x12\x10\n" +
+	"\x03seq\x18\x04 \x01(\x04R\x03seq\x12.\n" +
+	"\x05state\x18\x05 \x01(\x0e2\x18.client.v1.DeliveryStateR\x05state\x12=\n" +
+	"\fcommitted_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\vcommittedAt\x12\x14\n" +
+	"\x05error\x18\a \x01(\tR\x05error\"(\n" +
 	"\x03Ack\x12!\n" +
 	"\fdelivery_ids\x18\x01 \x03(\x04R\vdeliveryIds\"\x1c\n" +
 	"\x04Ping\x12\x14\n" +
@@ -2437,7 +2559,7 @@ func file_client_v1_client_proto_rawDescGZIP() []byte {
 }
 
 var file_client_v1_client_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_client_v1_client_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
+var file_client_v1_client_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
 var file_client_v1_client_proto_goTypes = []any{
 	(DeliveryState)(0),            // 0: client.v1.DeliveryState
 	(*RegisterRequest)(nil),       // 1: client.v1.RegisterRequest
@@ -2464,80 +2586,84 @@ var file_client_v1_client_proto_goTypes = []any{
 	(*GetHistoryResponse)(nil),    // 22: client.v1.GetHistoryResponse
 	(*SessionRequest)(nil),        // 23: client.v1.SessionRequest
 	(*SessionResponse)(nil),       // 24: client.v1.SessionResponse
-	(*Ack)(nil),                   // 25: client.v1.Ack
-	(*Ping)(nil),                  // 26: client.v1.Ping
-	(*Pong)(nil),                  // 27: client.v1.Pong
-	(*Ready)(nil),                 // 28: client.v1.Ready
-	(*Delivery)(nil),              // 29: client.v1.Delivery
-	(*Presence)(nil),              // 30: client.v1.Presence
-	(*CatchUp)(nil),               // 31: client.v1.CatchUp
-	(*Group)(nil),                 // 32: client.v1.Group
-	(*Member)(nil),                // 33: client.v1.Member
-	(*GroupSummary)(nil),          // 34: client.v1.GroupSummary
-	(*Message)(nil),               // 35: client.v1.Message
-	nil,                           // 36: client.v1.CreateGroupRequest.SettingsEntry
-	nil,                           // 37: client.v1.UpdateGroupRequest.SettingsEntry
-	nil,                           // 38: client.v1.Group.SettingsEntry
-	(*timestamppb.Timestamp)(nil), // 39: google.protobuf.Timestamp
+	(*Receipt)(nil),               // 25: client.v1.Receipt
+	(*Ack)(nil),                   // 26: client.v1.Ack
+	(*Ping)(nil),                  // 27: client.v1.Ping
+	(*Pong)(nil),                  // 28: client.v1.Pong
+	(*Ready)(nil),                 // 29: client.v1.Ready
+	(*Delivery)(nil),              // 30: client.v1.Delivery
+	(*Presence)(nil),              // 31: client.v1.Presence
+	(*CatchUp)(nil),               // 32: client.v1.CatchUp
+	(*Group)(nil),                 // 33: client.v1.Group
+	(*Member)(nil),                // 34: client.v1.Member
+	(*GroupSummary)(nil),          // 35: client.v1.GroupSummary
+	(*Message)(nil),               // 36: client.v1.Message
+	nil,                           // 37: client.v1.CreateGroupRequest.SettingsEntry
+	nil,                           // 38: client.v1.UpdateGroupRequest.SettingsEntry
+	nil,                           // 39: client.v1.Group.SettingsEntry
+	(*timestamppb.Timestamp)(nil), // 40: google.protobuf.Timestamp
 }
 var file_client_v1_client_proto_depIdxs = []int32{
-	39, // 0: client.v1.LoginResponse.expires_at:type_name -> google.protobuf.Timestamp
-	36, // 1: client.v1.CreateGroupRequest.settings:type_name -> client.v1.CreateGroupRequest.SettingsEntry
-	32, // 2: client.v1.CreateGroupResponse.group:type_name -> client.v1.Group
-	32, // 3: client.v1.GetGroupResponse.group:type_name -> client.v1.Group
-	37, // 4: client.v1.UpdateGroupRequest.settings:type_name -> client.v1.UpdateGroupRequest.SettingsEntry
-	32, // 5: client.v1.UpdateGroupResponse.group:type_name -> client.v1.Group
-	32, // 6: client.v1.JoinGroupResponse.group:type_name -> client.v1.Group
-	34, // 7: client.v1.ListGroupsResponse.groups:type_name -> client.v1.GroupSummary
+	40, // 0: client.v1.LoginResponse.expires_at:type_name -> google.protobuf.Timestamp
+	37, // 1: client.v1.CreateGroupRequest.settings:type_name -> client.v1.CreateGroupRequest.SettingsEntry
+	33, // 2: client.v1.CreateGroupResponse.group:type_name -> client.v1.Group
+	33, // 3: client.v1.GetGroupResponse.group:type_name -> client.v1.Group
+	38, // 4: client.v1.UpdateGroupRequest.settings:type_name -> client.v1.UpdateGroupRequest.SettingsEntry
+	33, // 5: client.v1.UpdateGroupResponse.group:type_name -> client.v1.Group
+	33, // 6: client.v1.JoinGroupResponse.group:type_name -> client.v1.Group
+	35, // 7: client.v1.ListGroupsResponse.groups:type_name -> client.v1.GroupSummary
 	0,  // 8: client.v1.SendMessageResponse.state:type_name -> client.v1.DeliveryState
-	39, // 9: client.v1.SendMessageResponse.committed_at:type_name -> google.protobuf.Timestamp
-	35, // 10: client.v1.GetHistoryResponse.messages:type_name -> client.v1.Message
-	25, // 11: client.v1.SessionRequest.ack:type_name -> client.v1.Ack
-	26, // 12: client.v1.SessionRequest.ping:type_name -> client.v1.Ping
-	28, // 13: client.v1.SessionResponse.ready:type_name -> client.v1.Ready
-	29, // 14: client.v1.SessionResponse.delivery:type_name -> client.v1.Delivery
-	30, // 15: client.v1.SessionResponse.presence:type_name -> client.v1.Presence
-	31, // 16: client.v1.SessionResponse.catch_up:type_name -> client.v1.CatchUp
-	27, // 17: client.v1.SessionResponse.pong:type_name -> client.v1.Pong
-	30, // 18: client.v1.Ready.online:type_name -> client.v1.Presence
-	35, // 19: client.v1.Delivery.message:type_name -> client.v1.Message
-	39, // 20: client.v1.Presence.at:type_name -> google.protobuf.Timestamp
-	38, // 21: client.v1.Group.settings:type_name -> client.v1.Group.SettingsEntry
-	33, // 22: client.v1.Group.members:type_name -> client.v1.Member
-	39, // 23: client.v1.Group.created_at:type_name -> google.protobuf.Timestamp
-	39, // 24: client.v1.Group.updated_at:type_name -> google.protobuf.Timestamp
-	39, // 25: client.v1.Member.joined_at:type_name -> google.protobuf.Timestamp
-	39, // 26: client.v1.Message.sent_at:type_name -> google.protobuf.Timestamp
-	39, // 27: client.v1.Message.committed_at:type_name -> google.protobuf.Timestamp
-	1,  // 28: client.v1.ClientService.Register:input_type -> client.v1.RegisterRequest
-	3,  // 29: client.v1.ClientService.Login:input_type -> client.v1.LoginRequest
-	5,  // 30: client.v1.ClientService.Logout:input_type -> client.v1.LogoutRequest
-	7,  // 31: client.v1.ClientService.CreateGroup:input_type -> client.v1.CreateGroupRequest
-	9,  // 32: client.v1.ClientService.GetGroup:input_type -> client.v1.GetGroupRequest
-	11, // 33: client.v1.ClientService.UpdateGroup:input_type -> client.v1.UpdateGroupRequest
-	13, // 34: client.v1.ClientService.JoinGroup:input_type -> client.v1.JoinGroupRequest
-	15, // 35: client.v1.ClientService.LeaveGroup:input_type -> client.v1.LeaveGroupRequest
-	17, // 36: client.v1.ClientService.ListGroups:input_type -> client.v1.ListGroupsRequest
-	19, // 37: client.v1.ClientService.SendMessage:input_type -> client.v1.SendMessageRequest
-	21, // 38: client.v1.ClientService.GetHistory:input_type -> client.v1.GetHistoryRequest
-	23, // 39: client.v1.ClientService.Session:input_type -> client.v1.SessionRequest
-	2,  // 40: client.v1.ClientService.Register:output_type -> client.v1.RegisterResponse
-	4,  // 41: client.v1.ClientService.Login:output_type -> client.v1.LoginResponse
-	6,  // 42: client.v1.ClientService.Logout:output_type -> client.v1.LogoutResponse
-	8,  // 43: client.v1.ClientService.CreateGroup:output_type -> client.v1.CreateGroupResponse
-	10, // 44: client.v1.ClientService.GetGroup:output_type -> client.v1.GetGroupResponse
-	12, // 45: client.v1.ClientService.UpdateGroup:output_type -> client.v1.UpdateGroupResponse
-	14, // 46: client.v1.ClientService.JoinGroup:output_type -> client.v1.JoinGroupResponse
-	16, // 47: client.v1.ClientService.LeaveGroup:output_type -> client.v1.LeaveGroupResponse
-	18, // 48: client.v1.ClientService.ListGroups:output_type -> client.v1.ListGroupsResponse
-	20, // 49: client.v1.ClientService.SendMessage:output_type -> client.v1.SendMessageResponse
-	22, // 50: client.v1.ClientService.GetHistory:output_type -> client.v1.GetHistoryResponse
-	24, // 51: client.v1.ClientService.Session:output_type -> client.v1.SessionResponse
-	40, // [40:52] is the sub-list for method output_type
-	28, // [28:40] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	40, // 9: client.v1.SendMessageResponse.committed_at:type_name -> google.protobuf.Timestamp
+	36, // 10: client.v1.GetHistoryResponse.messages:type_name -> client.v1.Message
+	26, // 11: client.v1.SessionRequest.ack:type_name -> client.v1.Ack
+	27, // 12: client.v1.SessionRequest.ping:type_name -> client.v1.Ping
+	29, // 13: client.v1.SessionResponse.ready:type_name -> client.v1.Ready
+	30, // 14: client.v1.SessionResponse.delivery:type_name -> client.v1.Delivery
+	31, // 15: client.v1.SessionResponse.presence:type_name -> client.v1.Presence
+	32, // 16: client.v1.SessionResponse.catch_up:type_name -> client.v1.CatchUp
+	28, // 17: client.v1.SessionResponse.pong:type_name -> client.v1.Pong
+	25, // 18: client.v1.SessionResponse.receipt:type_name -> client.v1.Receipt
+	0,  // 19: client.v1.Receipt.state:type_name -> client.v1.DeliveryState
+	40, // 20: client.v1.Receipt.committed_at:type_name -> google.protobuf.Timestamp
+	31, // 21: client.v1.Ready.online:type_name -> client.v1.Presence
+	36, // 22: client.v1.Delivery.message:type_name -> client.v1.Message
+	40, // 23: client.v1.Presence.at:type_name -> google.protobuf.Timestamp
+	39, // 24: client.v1.Group.settings:type_name -> client.v1.Group.SettingsEntry
+	34, // 25: client.v1.Group.members:type_name -> client.v1.Member
+	40, // 26: client.v1.Group.created_at:type_name -> google.protobuf.Timestamp
+	40, // 27: client.v1.Group.updated_at:type_name -> google.protobuf.Timestamp
+	40, // 28: client.v1.Member.joined_at:type_name -> google.protobuf.Timestamp
+	40, // 29: client.v1.Message.sent_at:type_name -> google.protobuf.Timestamp
+	40, // 30: client.v1.Message.committed_at:type_name -> google.protobuf.Timestamp
+	1,  // 31: client.v1.ClientService.Register:input_type -> client.v1.RegisterRequest
+	3,  // 32: client.v1.ClientService.Login:input_type -> client.v1.LoginRequest
+	5,  // 33: client.v1.ClientService.Logout:input_type -> client.v1.LogoutRequest
+	7,  // 34: client.v1.ClientService.CreateGroup:input_type -> client.v1.CreateGroupRequest
+	9,  // 35: client.v1.ClientService.GetGroup:input_type -> client.v1.GetGroupRequest
+	11, // 36: client.v1.ClientService.UpdateGroup:input_type -> client.v1.UpdateGroupRequest
+	13, // 37: client.v1.ClientService.JoinGroup:input_type -> client.v1.JoinGroupRequest
+	15, // 38: client.v1.ClientService.LeaveGroup:input_type -> client.v1.LeaveGroupRequest
+	17, // 39: client.v1.ClientService.ListGroups:input_type -> client.v1.ListGroupsRequest
+	19, // 40: client.v1.ClientService.SendMessage:input_type -> client.v1.SendMessageRequest
+	21, // 41: client.v1.ClientService.GetHistory:input_type -> client.v1.GetHistoryRequest
+	23, // 42: client.v1.ClientService.Session:input_type -> client.v1.SessionRequest
+	2,  // 43: client.v1.ClientService.Register:output_type -> client.v1.RegisterResponse
+	4,  // 44: client.v1.ClientService.Login:output_type -> client.v1.LoginResponse
+	6,  // 45: client.v1.ClientService.Logout:output_type -> client.v1.LogoutResponse
+	8,  // 46: client.v1.ClientService.CreateGroup:output_type -> client.v1.CreateGroupResponse
+	10, // 47: client.v1.ClientService.GetGroup:output_type -> client.v1.GetGroupResponse
+	12, // 48: client.v1.ClientService.UpdateGroup:output_type -> client.v1.UpdateGroupResponse
+	14, // 49: client.v1.ClientService.JoinGroup:output_type -> client.v1.JoinGroupResponse
+	16, // 50: client.v1.ClientService.LeaveGroup:output_type -> client.v1.LeaveGroupResponse
+	18, // 51: client.v1.ClientService.ListGroups:output_type -> client.v1.ListGroupsResponse
+	20, // 52: client.v1.ClientService.SendMessage:output_type -> client.v1.SendMessageResponse
+	22, // 53: client.v1.ClientService.GetHistory:output_type -> client.v1.GetHistoryResponse
+	24, // 54: client.v1.ClientService.Session:output_type -> client.v1.SessionResponse
+	43, // [43:55] is the sub-list for method output_type
+	31, // [31:43] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_client_v1_client_proto_init() }
@@ -2555,6 +2681,7 @@ func file_client_v1_client_proto_init() {
 		(*SessionResponse_Presence)(nil),
 		(*SessionResponse_CatchUp)(nil),
 		(*SessionResponse_Pong)(nil),
+		(*SessionResponse_Receipt)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2562,7 +2689,7 @@ func file_client_v1_client_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_client_v1_client_proto_rawDesc), len(file_client_v1_client_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   38,
+			NumMessages:   39,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

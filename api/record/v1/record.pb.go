@@ -661,6 +661,273 @@ func (x *PresenceChange) GetAt() *timestamppb.Timestamp {
 	return nil
 }
 
+// OutboxEntry is one piece of cross-region work waiting, durably, in the
+// origin region's outbox for one destination region.
+type OutboxEntry struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Position in the destination's outbox, assigned when queued.
+	Seq      uint64                 `protobuf:"varint,1,opt,name=seq,proto3" json:"seq,omitempty"`
+	QueuedAt *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=queued_at,json=queuedAt,proto3" json:"queued_at,omitempty"`
+	// Types that are valid to be assigned to Work:
+	//
+	//	*OutboxEntry_Submit
+	//	*OutboxEntry_Location
+	Work          isOutboxEntry_Work `protobuf_oneof:"work"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OutboxEntry) Reset() {
+	*x = OutboxEntry{}
+	mi := &file_record_v1_record_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OutboxEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OutboxEntry) ProtoMessage() {}
+
+func (x *OutboxEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_record_v1_record_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OutboxEntry.ProtoReflect.Descriptor instead.
+func (*OutboxEntry) Descriptor() ([]byte, []int) {
+	return file_record_v1_record_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *OutboxEntry) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *OutboxEntry) GetQueuedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.QueuedAt
+	}
+	return nil
+}
+
+func (x *OutboxEntry) GetWork() isOutboxEntry_Work {
+	if x != nil {
+		return x.Work
+	}
+	return nil
+}
+
+func (x *OutboxEntry) GetSubmit() *Message {
+	if x != nil {
+		if x, ok := x.Work.(*OutboxEntry_Submit); ok {
+			return x.Submit
+		}
+	}
+	return nil
+}
+
+func (x *OutboxEntry) GetLocation() *LocationUpdate {
+	if x != nil {
+		if x, ok := x.Work.(*OutboxEntry_Location); ok {
+			return x.Location
+		}
+	}
+	return nil
+}
+
+type isOutboxEntry_Work interface {
+	isOutboxEntry_Work()
+}
+
+type OutboxEntry_Submit struct {
+	// A message for the destination to commit (it is the group's home).
+	Submit *Message `protobuf:"bytes,3,opt,name=submit,proto3,oneof"`
+}
+
+type OutboxEntry_Location struct {
+	// Where one of the destination's users is connected now.
+	Location *LocationUpdate `protobuf:"bytes,4,opt,name=location,proto3,oneof"`
+}
+
+func (*OutboxEntry_Submit) isOutboxEntry_Work() {}
+
+func (*OutboxEntry_Location) isOutboxEntry_Work() {}
+
+// LocationUpdate tells a user's home where the user is connected.
+type LocationUpdate struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	UserId        string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	Region        string                 `protobuf:"bytes,2,opt,name=region,proto3" json:"region,omitempty"`
+	Online        bool                   `protobuf:"varint,3,opt,name=online,proto3" json:"online,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LocationUpdate) Reset() {
+	*x = LocationUpdate{}
+	mi := &file_record_v1_record_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LocationUpdate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LocationUpdate) ProtoMessage() {}
+
+func (x *LocationUpdate) ProtoReflect() protoreflect.Message {
+	mi := &file_record_v1_record_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LocationUpdate.ProtoReflect.Descriptor instead.
+func (*LocationUpdate) Descriptor() ([]byte, []int) {
+	return file_record_v1_record_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *LocationUpdate) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *LocationUpdate) GetRegion() string {
+	if x != nil {
+		return x.Region
+	}
+	return ""
+}
+
+func (x *LocationUpdate) GetOnline() bool {
+	if x != nil {
+		return x.Online
+	}
+	return false
+}
+
+// Receipt tells a sender's sessions what became of a message that was only
+// accepted when sent.
+type Receipt struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	UserId      string                 `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	GroupId     string                 `protobuf:"bytes,2,opt,name=group_id,json=groupId,proto3" json:"group_id,omitempty"`
+	MessageId   string                 `protobuf:"bytes,3,opt,name=message_id,json=messageId,proto3" json:"message_id,omitempty"`
+	ClientMsgId string                 `protobuf:"bytes,4,opt,name=client_msg_id,json=clientMsgId,proto3" json:"client_msg_id,omitempty"`
+	Seq         uint64                 `protobuf:"varint,5,opt,name=seq,proto3" json:"seq,omitempty"`
+	CommittedAt *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=committed_at,json=committedAt,proto3" json:"committed_at,omitempty"`
+	// A gRPC status code; 0 when committed.
+	Code          int32  `protobuf:"varint,7,opt,name=code,proto3" json:"code,omitempty"`
+	Error         string `protobuf:"bytes,8,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Receipt) Reset() {
+	*x = Receipt{}
+	mi := &file_record_v1_record_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Receipt) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Receipt) ProtoMessage() {}
+
+func (x *Receipt) ProtoReflect() protoreflect.Message {
+	mi := &file_record_v1_record_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Receipt.ProtoReflect.Descriptor instead.
+func (*Receipt) Descriptor() ([]byte, []int) {
+	return file_record_v1_record_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *Receipt) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *Receipt) GetGroupId() string {
+	if x != nil {
+		return x.GroupId
+	}
+	return ""
+}
+
+func (x *Receipt) GetMessageId() string {
+	if x != nil {
+		return x.MessageId
+	}
+	return ""
+}
+
+func (x *Receipt) GetClientMsgId() string {
+	if x != nil {
+		return x.ClientMsgId
+	}
+	return ""
+}
+
+func (x *Receipt) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *Receipt) GetCommittedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CommittedAt
+	}
+	return nil
+}
+
+func (x *Receipt) GetCode() int32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *Receipt) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
 var File_record_v1_record_proto protoreflect.FileDescriptor
 
 const file_record_v1_record_proto_rawDesc = "" +
@@ -736,7 +1003,27 @@ const file_record_v1_record_proto_rawDesc = "" +
 	"\n" +
 	"recipients\x18\x06 \x03(\tR\n" +
 	"recipients\x12*\n" +
-	"\x02at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x02atB3Z1github.com/roamfed/roamfed/api/record/v1;recordv1b\x06proto3"
+	"\x02at\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"\xc7\x01\n" +
+	"\vOutboxEntry\x12\x10\n" +
+	"\x03seq\x18\x01 \x01(\x04R\x03seq\x127\n" +
+	"\tqueued_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\bqueuedAt\x12,\n" +
+	"\x06submit\x18\x03 \x01(\v2\x12.record.v1.MessageH\x00R\x06submit\x127\n" +
+	"\blocation\x18\x04 \x01(\v2\x19.record.v1.LocationUpdateH\x00R\blocationB\x06\n" +
+	"\x04work\"Y\n" +
+	"\x0eLocationUpdate\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x16\n" +
+	"\x06region\x18\x02 \x01(\tR\x06region\x12\x16\n" +
+	"\x06online\x18\x03 \x01(\bR\x06online\"\xfb\x01\n" +
+	"\aReceipt\x12\x17\n" +
+	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x19\n" +
+	"\bgroup_id\x18\x02 \x01(\tR\agroupId\x12\x1d\n" +
+	"\n" +
+	"message_id\x18\x03 \x01(\tR\tmessageId\x12\"\n" +
+	"\rclient_msg_id\x18\x04 \x01(\tR\vclientMsgId\x12\x10\n" +
+	"\x03seq\x18\x05 \x01(\x04R\x03seq\x12=\n" +
+	"\fcommitted_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\vcommittedAt\x12\x12\n" +
+	"\x04code\x18\a \x01(\x05R\x04code\x12\x14\n" +
+	"\x05error\x18\b \x01(\tR\x05errorB3Z1github.com/roamfed/roamfed/api/record/v1;recordv1b\x06proto3"
 
 var (
 	file_record_v1_record_proto_rawDescOnce sync.Once
@@ -750,7 +1037,7 @@ func file_record_v1_record_proto_rawDescGZIP() []byte {
 	return file_record_v1_record_proto_rawDescData
 }
 
-var file_record_v1_record_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_record_v1_record_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_record_v1_record_proto_goTypes = []any{
 	(*User)(nil),                  // 0: record.v1.User
 	(*Group)(nil),                 // 1: record.v1.Group
@@ -759,27 +1046,34 @@ var file_record_v1_record_proto_goTypes = []any{
 	(*SessionToken)(nil),          // 4: record.v1.SessionToken
 	(*Fanout)(nil),                // 5: record.v1.Fanout
 	(*PresenceChange)(nil),        // 6: record.v1.PresenceChange
-	nil,                           // 7: record.v1.Group.SettingsEntry
-	(*timestamppb.Timestamp)(nil), // 8: google.protobuf.Timestamp
+	(*OutboxEntry)(nil),           // 7: record.v1.OutboxEntry
+	(*LocationUpdate)(nil),        // 8: record.v1.LocationUpdate
+	(*Receipt)(nil),               // 9: record.v1.Receipt
+	nil,                           // 10: record.v1.Group.SettingsEntry
+	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
 }
 var file_record_v1_record_proto_depIdxs = []int32{
-	8,  // 0: record.v1.User.created_at:type_name -> google.protobuf.Timestamp
-	7,  // 1: record.v1.Group.settings:type_name -> record.v1.Group.SettingsEntry
+	11, // 0: record.v1.User.created_at:type_name -> google.protobuf.Timestamp
+	10, // 1: record.v1.Group.settings:type_name -> record.v1.Group.SettingsEntry
 	2,  // 2: record.v1.Group.members:type_name -> record.v1.Member
-	8,  // 3: record.v1.Group.created_at:type_name -> google.protobuf.Timestamp
-	8,  // 4: record.v1.Group.updated_at:type_name -> google.protobuf.Timestamp
-	8,  // 5: record.v1.Member.joined_at:type_name -> google.protobuf.Timestamp
-	8,  // 6: record.v1.Message.sent_at:type_name -> google.protobuf.Timestamp
-	8,  // 7: record.v1.Message.committed_at:type_name -> google.protobuf.Timestamp
-	8,  // 8: record.v1.SessionToken.issued_at:type_name -> google.protobuf.Timestamp
-	8,  // 9: record.v1.SessionToken.expires_at:type_name -> google.protobuf.Timestamp
+	11, // 3: record.v1.Group.created_at:type_name -> google.protobuf.Timestamp
+	11, // 4: record.v1.Group.updated_at:type_name -> google.protobuf.Timestamp
+	11, // 5: record.v1.Member.joined_at:type_name -> google.protobuf.Timestamp
+	11, // 6: record.v1.Message.sent_at:type_name -> google.protobuf.Timestamp
+	11, // 7: record.v1.Message.committed_at:type_name -> google.protobuf.Timestamp
+	11, // 8: record.v1.SessionToken.issued_at:type_name -> google.protobuf.Timestamp
+	11, // 9: record.v1.SessionToken.expires_at:type_name -> google.protobuf.Timestamp
 	3,  // 10: record.v1.Fanout.message:type_name -> record.v1.Message
-	8,  // 11: record.v1.PresenceChange.at:type_name -> google.protobuf.Timestamp
-	12, // [12:12] is the sub-list for method output_type
-	12, // [12:12] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	11, // 11: record.v1.PresenceChange.at:type_name -> google.protobuf.Timestamp
+	11, // 12: record.v1.OutboxEntry.queued_at:type_name -> google.protobuf.Timestamp
+	3,  // 13: record.v1.OutboxEntry.submit:type_name -> record.v1.Message
+	8,  // 14: record.v1.OutboxEntry.location:type_name -> record.v1.LocationUpdate
+	11, // 15: record.v1.Receipt.committed_at:type_name -> google.protobuf.Timestamp
+	16, // [16:16] is the sub-list for method output_type
+	16, // [16:16] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_record_v1_record_proto_init() }
@@ -787,13 +1081,17 @@ func file_record_v1_record_proto_init() {
 	if File_record_v1_record_proto != nil {
 		return
 	}
+	file_record_v1_record_proto_msgTypes[7].OneofWrappers = []any{
+		(*OutboxEntry_Submit)(nil),
+		(*OutboxEntry_Location)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_record_v1_record_proto_rawDesc), len(file_record_v1_record_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   8,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

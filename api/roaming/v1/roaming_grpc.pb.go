@@ -35,6 +35,7 @@ const (
 	DataService_FetchHistory_FullMethodName       = "/roaming.v1.DataService/FetchHistory"
 	DataService_ListUserGroups_FullMethodName     = "/roaming.v1.DataService/ListUserGroups"
 	DataService_Resync_FullMethodName             = "/roaming.v1.DataService/Resync"
+	DataService_AuthorizeUser_FullMethodName      = "/roaming.v1.DataService/AuthorizeUser"
 )
 
 // DataServiceClient is the client API for DataService service.
@@ -68,6 +69,11 @@ type DataServiceClient interface {
 	// Resync has the called region check the home records it publishes
 	// against its data center and republish corrections.
 	Resync(ctx context.Context, in *ResyncRequest, opts ...grpc.CallOption) (*ResyncResponse, error)
+	// AuthorizeUser asks a user's home whether a region may act for the
+	// user: the user is homed there, or logged in there with credentials
+	// the home verified. Group homes ask before serving a peer's request
+	// made for a user homed elsewhere.
+	AuthorizeUser(ctx context.Context, in *AuthorizeUserRequest, opts ...grpc.CallOption) (*AuthorizeUserResponse, error)
 }
 
 type dataServiceClient struct {
@@ -168,6 +174,16 @@ func (c *dataServiceClient) Resync(ctx context.Context, in *ResyncRequest, opts 
 	return out, nil
 }
 
+func (c *dataServiceClient) AuthorizeUser(ctx context.Context, in *AuthorizeUserRequest, opts ...grpc.CallOption) (*AuthorizeUserResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AuthorizeUserResponse)
+	err := c.cc.Invoke(ctx, DataService_AuthorizeUser_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // DataServiceServer is the server API for DataService service.
 // All implementations must embed UnimplementedDataServiceServer
 // for forward compatibility.
@@ -199,6 +215,11 @@ type DataServiceServer interface {
 	// Resync has the called region check the home records it publishes
 	// against its data center and republish corrections.
 	Resync(context.Context, *ResyncRequest) (*ResyncResponse, error)
+	// AuthorizeUser asks a user's home whether a region may act for the
+	// user: the user is homed there, or logged in there with credentials
+	// the home verified. Group homes ask before serving a peer's request
+	// made for a user homed elsewhere.
+	AuthorizeUser(context.Context, *AuthorizeUserRequest) (*AuthorizeUserResponse, error)
 	mustEmbedUnimplementedDataServiceServer()
 }
 
@@ -235,6 +256,9 @@ func (UnimplementedDataServiceServer) ListUserGroups(context.Context, *ListUserG
 }
 func (UnimplementedDataServiceServer) Resync(context.Context, *ResyncRequest) (*ResyncResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Resync not implemented")
+}
+func (UnimplementedDataServiceServer) AuthorizeUser(context.Context, *AuthorizeUserRequest) (*AuthorizeUserResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AuthorizeUser not implemented")
 }
 func (UnimplementedDataServiceServer) mustEmbedUnimplementedDataServiceServer() {}
 func (UnimplementedDataServiceServer) testEmbeddedByValue()                     {}
@@ -419,6 +443,24 @@ func _DataService_Resync_Handler(srv interface{}, ctx context.Context, dec func(
 	return interceptor(ctx, in, info, handler)
 }
 
+func _DataService_AuthorizeUser_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AuthorizeUserRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DataServiceServer).AuthorizeUser(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: DataService_AuthorizeUser_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DataServiceServer).AuthorizeUser(ctx, req.(*AuthorizeUserRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // DataService_ServiceDesc is the grpc.ServiceDesc for DataService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -461,6 +503,10 @@ var DataService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Resync",
 			Handler:    _DataService_Resync_Handler,
+		},
+		{
+			MethodName: "AuthorizeUser",
+			Handler:    _DataService_AuthorizeUser_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
