@@ -125,8 +125,22 @@ var servingLine = regexp.MustCompile(`(?m)msg="region serving clients".*\baddr=(
 // extraArgs are added to the command line after the harness's own flags.
 // Unless they name the client address (--client-addr, or --federation,
 // whose file has one), the region listens on a loopback port the kernel
-// picks. Either way Addr is the address it reported.
+// picks. Either way Addr is the address it reported. A region on its own
+// (no --federation) also gets kernel-picked ports for its operator and
+// metrics listeners, whose defaults are fixed.
 func startRegion(t *testing.T, name string, extraArgs ...string) *Region {
+	t.Helper()
+	r := newRegion(t, name, extraArgs...)
+	if err := r.start(r.firstAddr()); err != nil {
+		t.Fatalf("start region %s: %v", name, err)
+	}
+	return r
+}
+
+// newRegion prepares region name, with a new data directory, without
+// starting it; it is stopped, checked and its log shown as startRegion
+// says once the test ends.
+func newRegion(t *testing.T, name string, extraArgs ...string) *Region {
 	t.Helper()
 	needBinaries(t)
 	r := &Region{
@@ -136,14 +150,16 @@ func startRegion(t *testing.T, name string, extraArgs ...string) *Region {
 		pinned:  hasFlag(extraArgs, "--client-addr") || hasFlag(extraArgs, "--federation"),
 	}
 	t.Cleanup(func() { r.cleanup(t) })
-	addr := "127.0.0.1:0"
-	if r.pinned {
-		addr = ""
-	}
-	if err := r.start(addr); err != nil {
-		t.Fatalf("start region %s: %v", name, err)
-	}
 	return r
+}
+
+// firstAddr is the client address of a first start: a port the kernel
+// picks, unless the extra flags choose one.
+func (r *Region) firstAddr() string {
+	if r.pinned {
+		return ""
+	}
+	return "127.0.0.1:0"
 }
 
 func hasFlag(args []string, name string) bool {
@@ -260,6 +276,12 @@ func (r *Region) start(addr string) error {
 	args := []string{"--region", r.Name, "--data", r.DataDir}
 	if addr != "" {
 		args = append(args, "--client-addr", addr)
+	}
+	if !hasFlag(r.args, "--federation") {
+		// Alone, a region's operator and metrics listeners default to
+		// fixed ports, which regions of parallel tests would share. In
+		// a federation the file says, and ours say nothing.
+		args = append(args, "--admin-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0")
 	}
 	args = append(args, r.args...)
 	r.mu.Lock()
