@@ -7,8 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"sync"
 
+	"google.golang.org/grpc/peer"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	clientv1 "github.com/roamfed/roamfed/api/client/v1"
@@ -69,6 +71,9 @@ func (s *Server) Login(ctx context.Context, req *clientv1.LoginRequest) (*client
 		validate.Username("username", req.GetUsername()),
 		validate.Password("password", req.GetPassword()),
 	); err != nil {
+		return nil, err
+	}
+	if err := s.pool.AllowLogin(req.GetUsername(), sourceOf(ctx)); err != nil {
 		return nil, err
 	}
 	var u *recordv1.User
@@ -172,4 +177,18 @@ func newToken() string {
 	b := make([]byte, 32)
 	rand.Read(b)
 	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// sourceOf is the address a call came from, without the port: the unit a
+// login rate limit counts per source.
+func sourceOf(ctx context.Context) string {
+	p, ok := peer.FromContext(ctx)
+	if !ok || p.Addr == nil {
+		return "unknown"
+	}
+	host, _, err := net.SplitHostPort(p.Addr.String())
+	if err != nil {
+		return p.Addr.String()
+	}
+	return host
 }

@@ -20,11 +20,15 @@ import (
 // Limits is the budget of one region's service center. The zero value of a
 // field means its default; see [DefaultLimits].
 type Limits struct {
-	MaxSessions         int     // concurrent Session streams in the region; default 10000
-	MaxMessageBytes     int     // body size limit; default 64 << 10
-	SendRate            float64 // per-user token bucket refill, messages/second; default 50; +Inf disables the limit
-	SendBurst           int     // per-user bucket size; default 100
-	MaxQueuedPerSession int     // deliveries queued for one session before it must catch up; default 1024
+	MaxSessions         int     `yaml:"max_sessions"`           // concurrent Session streams in the region; default 10000
+	MaxMessageBytes     int     `yaml:"max_message_bytes"`      // body size limit; default 64 << 10
+	SendRate            float64 `yaml:"send_rate"`              // per-user token bucket refill, messages/second; default 50; +Inf disables the limit
+	SendBurst           int     `yaml:"send_burst"`             // per-user bucket size; default 100
+	MaxQueuedPerSession int     `yaml:"max_queued_per_session"` // deliveries queued for one session before it must catch up; default 1024
+	LoginRate           float64 `yaml:"login_rate"`             // login attempts per minute per username; default 10
+	LoginBurst          int     `yaml:"login_burst"`            // login attempts at once per username; default 10
+	LoginSourceRate     float64 `yaml:"login_source_rate"`      // login attempts per minute per source address; default 300
+	LoginSourceBurst    int     `yaml:"login_source_burst"`     // login attempts at once per source address; default 300
 }
 
 // DefaultLimits returns the limits a region runs with when nothing is configured.
@@ -35,6 +39,10 @@ func DefaultLimits() Limits {
 		SendRate:            50,
 		SendBurst:           100,
 		MaxQueuedPerSession: 1024,
+		LoginRate:           10,
+		LoginBurst:          10,
+		LoginSourceRate:     300,
+		LoginSourceBurst:    300,
 	}
 }
 
@@ -57,6 +65,18 @@ func (l Limits) WithDefaults() Limits {
 	if l.MaxQueuedPerSession == 0 {
 		l.MaxQueuedPerSession = d.MaxQueuedPerSession
 	}
+	if l.LoginRate == 0 {
+		l.LoginRate = d.LoginRate
+	}
+	if l.LoginBurst == 0 {
+		l.LoginBurst = d.LoginBurst
+	}
+	if l.LoginSourceRate == 0 {
+		l.LoginSourceRate = d.LoginSourceRate
+	}
+	if l.LoginSourceBurst == 0 {
+		l.LoginSourceBurst = d.LoginSourceBurst
+	}
 	return l
 }
 
@@ -73,6 +93,8 @@ func (l Limits) Validate() error {
 		{"MaxMessageBytes", l.MaxMessageBytes},
 		{"SendBurst", l.SendBurst},
 		{"MaxQueuedPerSession", l.MaxQueuedPerSession},
+		{"LoginBurst", l.LoginBurst},
+		{"LoginSourceBurst", l.LoginSourceBurst},
 	} {
 		if f.v < 0 {
 			errs = append(errs, fmt.Errorf("resourcepool: %s is %d; it must be positive, or 0 for the default", f.name, f.v))
@@ -80,6 +102,12 @@ func (l Limits) Validate() error {
 	}
 	if math.IsNaN(l.SendRate) || l.SendRate < 0 {
 		errs = append(errs, fmt.Errorf("resourcepool: SendRate is %v; it must be positive, or 0 for the default", l.SendRate))
+	}
+	if math.IsNaN(l.LoginRate) || l.LoginRate < 0 {
+		errs = append(errs, fmt.Errorf("resourcepool: LoginRate is %v; it must be positive, or 0 for the default", l.LoginRate))
+	}
+	if math.IsNaN(l.LoginSourceRate) || l.LoginSourceRate < 0 {
+		errs = append(errs, fmt.Errorf("resourcepool: LoginSourceRate is %v; it must be positive, or 0 for the default", l.LoginSourceRate))
 	}
 	return errors.Join(errs...)
 }
@@ -105,6 +133,18 @@ func (l Limits) sanitized() Limits {
 	if l.MaxQueuedPerSession < 0 {
 		l.MaxQueuedPerSession = d.MaxQueuedPerSession
 	}
+	if math.IsNaN(l.LoginRate) || l.LoginRate < 0 {
+		l.LoginRate = d.LoginRate
+	}
+	if l.LoginBurst < 0 {
+		l.LoginBurst = d.LoginBurst
+	}
+	if math.IsNaN(l.LoginSourceRate) || l.LoginSourceRate < 0 {
+		l.LoginSourceRate = d.LoginSourceRate
+	}
+	if l.LoginSourceBurst < 0 {
+		l.LoginSourceBurst = d.LoginSourceBurst
+	}
 	return l
 }
 
@@ -117,10 +157,11 @@ const (
 	ReasonMessageSize  Reason = "message_size"  // a body is larger than MaxMessageBytes
 	ReasonSendRate     Reason = "send_rate"     // a user sends faster than SendRate/SendBurst
 	ReasonSessionQueue Reason = "session_queue" // a session has MaxQueuedPerSession deliveries queued
+	ReasonLoginRate    Reason = "login_rate"    // logins for one username or from one address come faster than LoginRate/LoginBurst
 )
 
 // reasons lists every Reason in a fixed order; the index is the counter slot.
-var reasons = [...]Reason{ReasonSessions, ReasonMessageSize, ReasonSendRate, ReasonSessionQueue}
+var reasons = [...]Reason{ReasonSessions, ReasonMessageSize, ReasonSendRate, ReasonSessionQueue, ReasonLoginRate}
 
 func (r Reason) index() int {
 	switch r {
@@ -130,6 +171,8 @@ func (r Reason) index() int {
 		return 1
 	case ReasonSendRate:
 		return 2
+	case ReasonLoginRate:
+		return 4
 	default:
 		return 3
 	}
@@ -262,21 +305,36 @@ func (p *Pool) CheckMessageSize(subject string, n int) error {
 // per second up to SendBurst. An empty bucket is a refusal whose RetryAfter
 // is the time until the next token.
 func (p *Pool) AllowSend(userID string) error {
-	if math.IsInf(p.limits.SendRate, 1) {
+	return p.allow(ReasonSendRate, "user:"+userID, p.limits.SendRate, p.limits.SendBurst, "messages/s")
+}
+
+// AllowLogin spends one login attempt of the username's budget and one of
+// the source address's, so that neither guessing one user's password from
+// many places nor many users' from one place goes fast.
+func (p *Pool) AllowLogin(username, source string) error {
+	if err := p.allow(ReasonLoginRate, "username:"+username, p.limits.LoginRate/60, p.limits.LoginBurst, "login attempts/s"); err != nil {
+		return err
+	}
+	return p.allow(ReasonLoginRate, "source:"+source, p.limits.LoginSourceRate/60, p.limits.LoginSourceBurst, "login attempts/s")
+}
+
+// allow spends one token of subject's bucket.
+func (p *Pool) allow(reason Reason, subject string, perSecond float64, burst int, unit string) error {
+	if math.IsInf(perSecond, 1) {
 		return nil
 	}
 	now := p.now()
 	p.mu.Lock()
-	s := p.senders[userID]
+	s := p.senders[subject]
 	if s == nil {
-		s = &sender{lim: rate.NewLimiter(rate.Limit(p.limits.SendRate), p.limits.SendBurst)}
-		p.senders[userID] = s
+		s = &sender{lim: rate.NewLimiter(rate.Limit(perSecond), burst)}
+		p.senders[subject] = s
 	}
 	s.lastSeen = now
 	ok := s.lim.AllowN(now, 1)
 	var wait time.Duration
 	if !ok {
-		wait = untilToken(s.lim.TokensAt(now), p.limits.SendRate)
+		wait = untilToken(s.lim.TokensAt(now), perSecond)
 	}
 	p.sweepLocked(now)
 	p.mu.Unlock()
@@ -284,9 +342,9 @@ func (p *Pool) AllowSend(userID string) error {
 	if ok {
 		return nil
 	}
-	return p.refuse(ReasonSendRate, "user:"+userID,
-		fmt.Sprintf("more than %s messages/s (burst %d); the next is allowed in %v",
-			strconv.FormatFloat(p.limits.SendRate, 'g', -1, 64), p.limits.SendBurst, wait), wait)
+	return p.refuse(reason, subject,
+		fmt.Sprintf("more than %s %s (burst %d); the next is allowed in %v",
+			strconv.FormatFloat(perSecond, 'g', 3, 64), unit, burst, wait.Round(time.Millisecond)), wait)
 }
 
 // untilToken is how long a bucket holding tokens takes to reach one token at

@@ -44,10 +44,12 @@ func TestLimitsWithDefaults(t *testing.T) {
 		{"set fields are kept", Limits{MaxSessions: 3, SendRate: 0.5}, Limits{
 			MaxSessions: 3, MaxMessageBytes: d.MaxMessageBytes, SendRate: 0.5,
 			SendBurst: d.SendBurst, MaxQueuedPerSession: d.MaxQueuedPerSession,
+			LoginRate: d.LoginRate, LoginBurst: d.LoginBurst, LoginSourceRate: d.LoginSourceRate, LoginSourceBurst: d.LoginSourceBurst,
 		}},
 		{"negatives are kept for Validate", Limits{SendBurst: -1}, Limits{
 			MaxSessions: d.MaxSessions, MaxMessageBytes: d.MaxMessageBytes, SendRate: d.SendRate,
 			SendBurst: -1, MaxQueuedPerSession: d.MaxQueuedPerSession,
+			LoginRate: d.LoginRate, LoginBurst: d.LoginBurst, LoginSourceRate: d.LoginSourceRate, LoginSourceBurst: d.LoginSourceBurst,
 		}},
 	}
 	for _, tt := range tests {
@@ -57,7 +59,7 @@ func TestLimitsWithDefaults(t *testing.T) {
 			}
 		})
 	}
-	want := Limits{MaxSessions: 10000, MaxMessageBytes: 65536, SendRate: 50, SendBurst: 100, MaxQueuedPerSession: 1024}
+	want := Limits{MaxSessions: 10000, MaxMessageBytes: 65536, SendRate: 50, SendBurst: 100, MaxQueuedPerSession: 1024, LoginRate: 10, LoginBurst: 10, LoginSourceRate: 300, LoginSourceBurst: 300}
 	if d != want {
 		t.Errorf("DefaultLimits() = %+v, want %+v", d, want)
 	}
@@ -549,4 +551,29 @@ func BenchmarkAllowSend(b *testing.B) {
 			}
 		})
 	})
+}
+
+func TestAllowLogin(t *testing.T) {
+	p, clock := newTestPool(t, Limits{LoginRate: 60, LoginBurst: 2, LoginSourceRate: 60, LoginSourceBurst: 2})
+	for i := range 2 {
+		if err := p.AllowLogin("alice", "10.0.0.1"); err != nil {
+			t.Fatalf("attempt %d: %v", i+1, err)
+		}
+	}
+	err := p.AllowLogin("alice", "10.0.0.2")
+	var qe *QuotaError
+	if !errors.As(err, &qe) || qe.Reason != ReasonLoginRate || qe.Subject != "username:alice" {
+		t.Fatalf("third attempt for alice: %v, want a login_rate refusal for username:alice", err)
+	}
+	// Another user from the same source is limited by the source's budget.
+	if err := p.AllowLogin("bob", "10.0.0.1"); !errors.As(err, &qe) || qe.Subject != "source:10.0.0.1" {
+		t.Fatalf("bob from a busy source: %v, want a refusal for source:10.0.0.1", err)
+	}
+	clock.advance(time.Second)
+	if err := p.AllowLogin("alice", "10.0.0.3"); err != nil {
+		t.Fatalf("after a second: %v", err)
+	}
+	if got := p.Usage().Refused[ReasonLoginRate]; got != 2 {
+		t.Fatalf("login_rate refusals = %d, want 2", got)
+	}
 }
