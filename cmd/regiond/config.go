@@ -24,6 +24,7 @@ type config struct {
 	AdminToken      string              `yaml:"admin_token"`
 	AdminTokenFile  string              `yaml:"admin_token_file"`
 	MetricsAddr     string              `yaml:"metrics_addr"`
+	RoamingAddr     string              `yaml:"roaming_addr"`
 	Data            string              `yaml:"data"`
 	ClientAddr      string              `yaml:"client_addr"`
 	NATSURL         string              `yaml:"nats_url"`
@@ -78,6 +79,7 @@ func loadConfig(file string, flags config, changed func(string) bool) (config, e
 		"log-level":        func() { cfg.LogLevel = flags.LogLevel },
 		"log-format":       func() { cfg.LogFormat = flags.LogFormat },
 		"metrics-addr":     func() { cfg.MetricsAddr = flags.MetricsAddr },
+		"roaming-addr":     func() { cfg.RoamingAddr = flags.RoamingAddr },
 		"shutdown-timeout": func() { cfg.ShutdownTimeout = flags.ShutdownTimeout },
 	} {
 		if changed(name) {
@@ -113,6 +115,12 @@ func loadConfig(file string, flags config, changed func(string) bool) (config, e
 	}
 	if _, _, err := net.SplitHostPort(cfg.MetricsAddr); cfg.MetricsAddr != "" && err != nil {
 		return config{}, fmt.Errorf("metrics_addr %q (from %s or --metrics-addr): %w", cfg.MetricsAddr, origin, err)
+	}
+	if _, _, err := net.SplitHostPort(cfg.RoamingAddr); cfg.RoamingAddr != "" && err != nil {
+		return config{}, fmt.Errorf("roaming_addr %q (from %s or --roaming-addr): %w", cfg.RoamingAddr, origin, err)
+	}
+	if cfg.RoamingAddr != "" && cfg.Federation == "" {
+		return config{}, fmt.Errorf("roaming_addr (from %s or --roaming-addr) needs a federation file (--federation)", origin)
 	}
 	if cfg.LogFormat != "text" && cfg.LogFormat != "json" {
 		return config{}, fmt.Errorf("log_format %q (from %s or --log-format): want text or json", cfg.LogFormat, origin)

@@ -61,6 +61,7 @@ func newRootCmd() *cobra.Command {
 	f.StringVar(&flags.AdminAddr, "admin-addr", "", "address of the operator API (default "+defaultAdminAddr+", or the federation file's; keep it on loopback or a private network)")
 	f.StringVar(&flags.AdminToken, "admin-token", "", "bearer token the operator API requires (default: read from --admin-token-file)")
 	f.StringVar(&flags.AdminTokenFile, "admin-token-file", "", "file holding the admin token, created with a random one if missing (default <data>/admin.token)")
+	f.StringVar(&flags.RoamingAddr, "roaming-addr", "", "address the roaming system listens on (default: this region's roaming_addr in the federation file, which peers dial; set it to listen on another address, such as 0.0.0.0:7200 in a container)")
 	f.StringVar(&flags.MetricsAddr, "metrics-addr", "", "address of /metrics, /healthz, /readyz, pprof and the status page (default "+defaultMetricsAddr+", or the federation file's; keep it on loopback or a private network)")
 	f.StringVar(&flags.LogLevel, "log-level", def.LogLevel, "debug, info, warn or error")
 	f.StringVar(&flags.LogFormat, "log-format", def.LogFormat, "text or json")
@@ -102,7 +103,7 @@ func run(ctx context.Context, cfg config) error {
 			cfg.MetricsAddr = self.MetricsAddr
 		}
 	}
-	sc.MetricsAddr = cfg.MetricsAddr
+	sc.MetricsAddr, sc.RoamingAddr = cfg.MetricsAddr, cfg.RoamingAddr
 	if cfg.AdminAddr != "" {
 		sc.AdminAddr, sc.AdminToken = cfg.AdminAddr, cfg.AdminToken
 		if sc.AdminToken == "" {
