@@ -30,7 +30,11 @@ var table = []struct {
 	{businesscenter.ErrBadCredentials, codes.Unauthenticated},
 	{businesscenter.ErrNotMember, codes.PermissionDenied},
 	{businesscenter.ErrVersionMismatch, codes.FailedPrecondition},
-	{businesscenter.ErrNotHomedHere, codes.Unavailable},
+	// The caller asked a region for a user or group that region holds
+	// but does not home: its directory is wrong, and asking again will
+	// not help. UNAVAILABLE would have peers (and their outboxes) retry
+	// forever.
+	{businesscenter.ErrNotHomedHere, codes.FailedPrecondition},
 	{datacenter.ErrSessionNotFound, codes.Unauthenticated},
 	{datacenter.ErrUserExists, codes.AlreadyExists},
 	{datacenter.ErrGroupExists, codes.AlreadyExists},

@@ -34,7 +34,7 @@ func TestConvertSentinels(t *testing.T) {
 		{businesscenter.ErrBadCredentials, codes.Unauthenticated},
 		{businesscenter.ErrNotMember, codes.PermissionDenied},
 		{businesscenter.ErrVersionMismatch, codes.FailedPrecondition},
-		{businesscenter.ErrNotHomedHere, codes.Unavailable},
+		{businesscenter.ErrNotHomedHere, codes.FailedPrecondition},
 		{datacenter.ErrSessionNotFound, codes.Unauthenticated},
 		{datacenter.ErrUserExists, codes.AlreadyExists},
 		{datacenter.ErrGroupExists, codes.AlreadyExists},

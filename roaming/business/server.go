@@ -15,6 +15,8 @@ import (
 	recordv1 "github.com/roamfed/roamfed/api/record/v1"
 	roamingv1 "github.com/roamfed/roamfed/api/roaming/v1"
 	"github.com/roamfed/roamfed/api/rpcstatus"
+	"github.com/roamfed/roamfed/internal/ids"
+	"github.com/roamfed/roamfed/internal/validate"
 	"github.com/roamfed/roamfed/roaming/mesh"
 	"github.com/roamfed/roamfed/roaming/resourcepool"
 	"github.com/roamfed/roamfed/servicecenter/businesscenter"
@@ -125,6 +127,17 @@ func (s *Server) commitAll(ctx context.Context, peer string, msgs []*recordv1.Me
 	var at []int
 	for i, m := range msgs {
 		results[i] = &roamingv1.SubmitResult{MessageId: m.GetMessageId()}
+		// The home de-duplicates by client_msg_id and every region by
+		// message_id: without them a message would pass for a duplicate
+		// of another and be lost.
+		if err := errors.Join(
+			validate.ID("message_id", ids.Message, m.GetMessageId()),
+			requireClientMsgID(m.GetClientMsgId()),
+		); err != nil {
+			st := status.Convert(rpcstatus.Convert(s.log, "roaming.v1.BusinessService/Submit", err))
+			results[i].Code, results[i].Error = int32(st.Code()), st.Message()
+			continue
+		}
 		if m.GetOriginRegion() != peer {
 			results[i].Code = int32(codes.PermissionDenied)
 			results[i].Error = "message origin " + m.GetOriginRegion() + " is not the submitting region " + peer
@@ -152,6 +165,15 @@ func (s *Server) commitAll(ctx context.Context, peer string, msgs []*recordv1.Me
 		r.CommittedAt = res[j].Message.GetCommittedAt()
 	}
 	return results
+}
+
+// requireClientMsgID refuses an empty idempotency key, which clients may
+// leave out but a submitting region has always filled in.
+func requireClientMsgID(s string) error {
+	if s == "" {
+		return &validate.Error{Field: "client_msg_id", Reason: "must not be empty"}
+	}
+	return nil
 }
 
 // Deliver takes committed messages and presence changes from a peer.
