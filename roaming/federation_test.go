@@ -15,9 +15,11 @@ import (
 	"google.golang.org/grpc/status"
 
 	clientv1 "github.com/roamfed/roamfed/api/client/v1"
+	"github.com/roamfed/roamfed/internal/certs"
 	"github.com/roamfed/roamfed/internal/password"
 	"github.com/roamfed/roamfed/internal/stack"
 	"github.com/roamfed/roamfed/regions"
+	"github.com/roamfed/roamfed/roaming/mesh"
 )
 
 // freeAddrs reserves n loopback addresses for a federation file.
@@ -38,6 +40,21 @@ func freeAddrs(t *testing.T, n int) []string {
 // startFederation starts one in-process region per name, federated.
 func startFederation(t *testing.T, names ...string) map[string]*stack.Stack {
 	t.Helper()
+	return startFederationWith(t, false, names...)
+}
+
+// startFederationWith starts one in-process region per name, federated,
+// with mutually authenticated TLS links when withTLS is set.
+func startFederationWith(t *testing.T, withTLS bool, names ...string) map[string]*stack.Stack {
+	t.Helper()
+	fed, _ := startFed(t, withTLS, names)
+	return fed
+}
+
+// startFed starts the regions and returns them with their certificates
+// (nil without TLS).
+func startFed(t *testing.T, withTLS bool, names []string) (map[string]*stack.Stack, *certs.Set) {
+	t.Helper()
 	addrs := freeAddrs(t, 2*len(names))
 	var b strings.Builder
 	b.WriteString("federation: test\nregions:\n")
@@ -48,8 +65,18 @@ func startFederation(t *testing.T, names ...string) map[string]*stack.Stack {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var set *certs.Set
+	if withTLS {
+		if set, err = certs.EnsureDev(t.TempDir(), fed); err != nil {
+			t.Fatal(err)
+		}
+	}
 	out := make(map[string]*stack.Stack)
 	for i, n := range names {
+		var tlsm *certs.Material
+		if set != nil {
+			tlsm = set.For(n)
+		}
 		st, err := stack.Start(stack.Config{
 			Region:         n,
 			DataDir:        t.TempDir(),
@@ -57,6 +84,10 @@ func startFederation(t *testing.T, names ...string) map[string]*stack.Stack {
 			Federation:     fed,
 			Password:       password.Params{Memory: 64, Time: 1, Threads: 1},
 			ReplicateEvery: 50 * time.Millisecond,
+			// Lenient heartbeats: a test machine under load must not see
+			// links flap. Drills cut links explicitly.
+			Mesh: mesh.Config{HeartbeatTimeout: time.Second, MissThreshold: 5},
+			TLS:  tlsm,
 		})
 		if err != nil {
 			t.Fatalf("start %s: %v", n, err)
@@ -70,7 +101,7 @@ func startFederation(t *testing.T, names ...string) map[string]*stack.Stack {
 		})
 		out[n] = st
 	}
-	return out
+	return out, set
 }
 
 type user struct {

@@ -27,6 +27,18 @@ func waitLink(t *testing.T, st *stack.Stack, peer string, state roamingv1.LinkSt
 	return 0
 }
 
+// waitMesh waits until every region sees every link up.
+func waitMesh(t *testing.T, fed map[string]*stack.Stack) {
+	t.Helper()
+	for a, st := range fed {
+		for b := range fed {
+			if a != b {
+				waitLink(t, st, b, roamingv1.LinkState_LINK_STATE_UP, 10*time.Second)
+			}
+		}
+	}
+}
+
 func TestCutLinkReroutesThroughThirdRegion(t *testing.T) {
 	fed := startFederation(t, "ap", "eu", "us")
 	for _, a := range []string{"ap", "eu", "us"} {

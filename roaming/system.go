@@ -10,10 +10,12 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
 	recordv1 "github.com/roamfed/roamfed/api/record/v1"
 	roamingv1 "github.com/roamfed/roamfed/api/roaming/v1"
 	"github.com/roamfed/roamfed/api/rpcstatus"
+	"github.com/roamfed/roamfed/internal/certs"
 	"github.com/roamfed/roamfed/regions"
 	"github.com/roamfed/roamfed/roaming/business"
 	"github.com/roamfed/roamfed/roaming/dataservice"
@@ -45,6 +47,13 @@ type Config struct {
 	// Mesh tunes heartbeats and relays; Self, Peers, Dial, Changed and
 	// Logger are filled in.
 	Mesh mesh.Config
+	// TLS is this region's certificate and the federation CA. With it,
+	// every link is mutually authenticated and a peer's claimed region
+	// must match its certificate; relayed connections carry the same TLS
+	// end to end, so a relaying region cannot read or alter them. Nil runs
+	// links in plaintext, which only in-process tests do: regiond always
+	// sets it.
+	TLS *certs.Material
 	// OnInbound, if set, sees every batch of messages a peer delivers
 	// here (business.Router.OnInbound); metrics use it.
 	OnInbound func(peer string, items []*recordv1.Fanout)
@@ -102,16 +111,27 @@ func New(cfg Config) (*System, error) {
 	mc := cfg.Mesh
 	mc.Self, mc.Peers, mc.Dial, mc.Logger = cfg.Self, addrs, cfg.Dial, log
 	mc.Changed = func(peer string) {
-		// A route appeared or changed: try it now rather than after
-		// the connection's backoff.
+		// A route appeared or changed: connect now. (Not
+		// ResetConnectBackoff: in grpc-go 1.85 it races with the
+		// connection's own bookkeeping.)
 		if conn, err := peers.Conn(peer); err == nil {
-			conn.ResetConnectBackoff()
+			conn.Connect()
 		}
 	}
 	m := mesh.New(mc)
+	var creds credentials.TransportCredentials
+	if cfg.TLS != nil {
+		if cfg.TLS.Region() != cfg.Self {
+			return nil, fmt.Errorf("roaming: the certificate is region %s's, not %s's", cfg.TLS.Region(), cfg.Self)
+		}
+		creds = cfg.TLS.PeerCredentials(addrs)
+	} else {
+		log.Warn("roaming links run without TLS: peers are not authenticated (tests only)")
+	}
 	direct, err := resourcepool.NewPeers(resourcepool.Config{
 		Self:        cfg.Self,
 		Addrs:       addrs,
+		Creds:       creds,
 		Limits:      cfg.Limits,
 		Logger:      log,
 		DialOptions: []grpc.DialOption{grpc.WithContextDialer(m.DirectDial)},
@@ -122,6 +142,7 @@ func New(cfg Config) (*System, error) {
 	peers, err = resourcepool.NewPeers(resourcepool.Config{
 		Self:        cfg.Self,
 		Addrs:       addrs,
+		Creds:       creds,
 		Limits:      cfg.Limits,
 		Logger:      log,
 		DialOptions: []grpc.DialOption{grpc.WithContextDialer(m.RoutedDial)},
@@ -171,7 +192,13 @@ func (s *System) Start(home *businesscenter.Home, local business.Local) error {
 		return fmt.Errorf("listen %s: %w", s.cfg.ListenAddr, err)
 	}
 	s.lis = lis
-	opts := resourcepool.ServerOptions(s.cfg.Self, s.cfg.Federation.Names())
+	var opts []grpc.ServerOption
+	if s.cfg.TLS != nil {
+		opts = append(resourcepool.ServerOptions(s.cfg.Self, s.cfg.Federation.Names(), certs.CheckClaim),
+			grpc.Creds(s.cfg.TLS.ServerCredentials()))
+	} else {
+		opts = resourcepool.ServerOptions(s.cfg.Self, s.cfg.Federation.Names())
+	}
 	opts = append(opts,
 		grpc.ChainUnaryInterceptor(rpcstatus.UnaryServerInterceptor(s.log)),
 		grpc.ChainStreamInterceptor(rpcstatus.StreamServerInterceptor(s.log)),

@@ -18,6 +18,7 @@ import (
 
 	"github.com/roamfed/roamfed/api/rpcstatus"
 	"github.com/roamfed/roamfed/internal/validate"
+	roamingpool "github.com/roamfed/roamfed/roaming/resourcepool"
 	"github.com/roamfed/roamfed/servicecenter/businesscenter"
 	"github.com/roamfed/roamfed/servicecenter/datacenter"
 	"github.com/roamfed/roamfed/servicecenter/resourcepool"
@@ -42,6 +43,10 @@ func TestConvertSentinels(t *testing.T) {
 		{datacenter.ErrGroupNotFound, codes.NotFound},
 		{datacenter.ErrClosed, codes.Unavailable},
 		{datacenter.ErrCorrupt, codes.DataLoss},
+		{datacenter.ErrOutboxFull, codes.ResourceExhausted},
+		{datacenter.ErrNotInDirectory, codes.NotFound},
+		{datacenter.ErrDirectoryIncomplete, codes.Unavailable},
+		{roamingpool.ErrUnknownPeer, codes.FailedPrecondition},
 	}
 	for _, tt := range tests {
 		t.Run(tt.err.Error(), func(t *testing.T) {

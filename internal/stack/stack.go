@@ -28,6 +28,7 @@ import (
 	clientv1 "github.com/roamfed/roamfed/api/client/v1"
 	"github.com/roamfed/roamfed/api/rpcstatus"
 	"github.com/roamfed/roamfed/internal/bus"
+	"github.com/roamfed/roamfed/internal/certs"
 	"github.com/roamfed/roamfed/internal/ops"
 	"github.com/roamfed/roamfed/internal/password"
 	"github.com/roamfed/roamfed/regions"
@@ -63,6 +64,9 @@ type Config struct {
 	Dial func(ctx context.Context, addr string) (net.Conn, error)
 	// Mesh tunes link heartbeats and relays.
 	Mesh mesh.Config
+	// TLS is the region's certificate for mutually authenticated links;
+	// nil runs them in plaintext (in-process tests only).
+	TLS *certs.Material
 	// AcceptWait is how long a send to a group homed elsewhere waits for
 	// its home before it is answered as accepted.
 	AcceptWait time.Duration
@@ -156,6 +160,7 @@ func Start(cfg Config) (st *Stack, err error) {
 			Dial:           cfg.Dial,
 			Mesh:           cfg.Mesh,
 			AcceptWait:     cfg.AcceptWait,
+			TLS:            cfg.TLS,
 			OnInbound:      s.metrics.ObserveInbound,
 		})
 		if err != nil {

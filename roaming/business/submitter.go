@@ -287,7 +287,12 @@ func (s *Submitter) complete(calls []*submitCall, results []*roamingv1.SubmitRes
 			m.MessageId = r.GetMessageId()
 			m.Seq = r.GetSeq()
 			m.CommittedAt = r.GetCommittedAt()
-			c.res = datacenter.Appended{Message: m, Duplicate: r.GetDuplicate()}
+			// The home reports a duplicate also when an earlier attempt
+			// of this very message (same message id: a resend after a
+			// broken stream) was committed; to the sender that is the
+			// first commit, not a duplicate.
+			dup := r.GetDuplicate() && r.GetMessageId() != c.msg.GetMessageId()
+			c.res = datacenter.Appended{Message: m, Duplicate: dup}
 		}
 		close(c.done)
 	}

@@ -8,6 +8,9 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	recordv1 "github.com/roamfed/roamfed/api/record/v1"
 	roamingv1 "github.com/roamfed/roamfed/api/roaming/v1"
 	"github.com/roamfed/roamfed/roaming/resourcepool"
@@ -63,7 +66,16 @@ func (c *Client) Locate(ctx context.Context, kind roamingv1.DirectoryKind, key s
 				answers <- answer{err: err}
 				return
 			}
-			resp, err := stub.Locate(ctx, &roamingv1.LocateRequest{Keys: []*roamingv1.DirectoryKey{{Kind: kind, Key: key}}})
+			req := &roamingv1.LocateRequest{Keys: []*roamingv1.DirectoryKey{{Kind: kind, Key: key}}}
+			resp, err := stub.Locate(ctx, req)
+			if status.Code(err) == codes.Unavailable {
+				// Once more: the route to the peer may be changing.
+				select {
+				case <-time.After(100 * time.Millisecond):
+					resp, err = stub.Locate(ctx, req)
+				case <-ctx.Done():
+				}
+			}
 			if err != nil {
 				answers <- answer{err: fmt.Errorf("locate at %s: %w", peer, err)}
 				return

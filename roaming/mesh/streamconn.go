@@ -33,10 +33,13 @@ func (c *clientStreamConn) Read(b []byte) (int, error) {
 	for len(c.rbuf) == 0 {
 		resp, err := c.stream.Recv()
 		if err != nil {
+			// The relay's own status (often CANCELED when the mesh
+			// closes a rerouted connection) must not reach the calls
+			// inside the tunnel: to them this is a closed connection.
 			if err == io.EOF {
 				return 0, io.EOF
 			}
-			return 0, err
+			return 0, net.ErrClosed
 		}
 		c.rbuf = resp.GetData()
 	}

@@ -86,7 +86,11 @@ var healthPrefix = "/" + healthpb.Health_ServiceDesc.ServiceName + "/"
 // codes.PermissionDenied. known may include self. Calls to the standard
 // health service (grpc.health.v1.Health) are let through unchecked, so that
 // load balancers and probes can use it.
-func ServerInterceptors(self string, known []string) (grpc.UnaryServerInterceptor, grpc.StreamServerInterceptor) {
+//
+// Each verify, if given, must also accept the claimed region: with mutual
+// TLS, certs.CheckClaim makes the claim match the region named in the
+// caller's certificate.
+func ServerInterceptors(self string, known []string, verify ...func(ctx context.Context, claimed string) error) (grpc.UnaryServerInterceptor, grpc.StreamServerInterceptor) {
 	peers := make(map[string]bool, len(known))
 	for _, r := range known {
 		if r != self {
@@ -106,6 +110,11 @@ func ServerInterceptors(self string, known []string) (grpc.UnaryServerIntercepto
 		}
 		if !peers[region] {
 			return status.Errorf(codes.PermissionDenied, "region %q is not in the federation of region %q", region, self)
+		}
+		for _, v := range verify {
+			if err := v(ctx, region); err != nil {
+				return err
+			}
 		}
 		return nil
 	}

@@ -264,8 +264,8 @@ func (p *Peers) Close() error {
 // Peers on the other side: the ServerInterceptors for self and known
 // (chained, so the caller may add more), a keepalive policy that lets peers
 // ping every 10s without streams, and the MaxMessageBytes limit both ways.
-func ServerOptions(self string, known []string) []grpc.ServerOption {
-	unary, stream := ServerInterceptors(self, known)
+func ServerOptions(self string, known []string, verify ...func(ctx context.Context, claimed string) error) []grpc.ServerOption {
+	unary, stream := ServerInterceptors(self, known, verify...)
 	return []grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(unary),
 		grpc.ChainStreamInterceptor(stream),

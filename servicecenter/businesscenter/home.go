@@ -224,25 +224,29 @@ func (h *Home) History(req *roamingv1.FetchHistoryRequest) (*roamingv1.FetchHist
 	case limit > maxHistoryLimit:
 		limit = maxHistoryLimit
 	}
-	// Read the last sequence number first: the page then never ends past
-	// it, and has_more covers anything committed in between.
+	msgs, _, err := h.store.History(req.GetGroupId(), req.GetAfterSeq(), limit)
+	if err != nil {
+		return nil, err
+	}
+	// The last sequence number is read after the page, so that it covers
+	// the page. A message still being synced can already be readable; it
+	// is not committed yet, so it is left out, and it comes live or with
+	// the next page.
 	last, err := h.store.LastSeq(req.GetGroupId())
 	if err != nil {
 		return nil, err
 	}
-	msgs, more, err := h.store.History(req.GetGroupId(), req.GetAfterSeq(), limit)
-	if err != nil {
-		return nil, err
-	}
-	// The log may have grown since; what is past last is left for the
-	// next page.
 	for i, m := range msgs {
 		if m.GetSeq() > last {
-			msgs, more = msgs[:i], true
+			msgs = msgs[:i]
 			break
 		}
 	}
-	return &roamingv1.FetchHistoryResponse{Messages: msgs, LastSeq: last, HasMore: more}, nil
+	end := req.GetAfterSeq()
+	if len(msgs) > 0 {
+		end = msgs[len(msgs)-1].GetSeq()
+	}
+	return &roamingv1.FetchHistoryResponse{Messages: msgs, LastSeq: last, HasMore: last > end}, nil
 }
 
 // VerifyLoginFor checks the credentials of a user homed here for a login
@@ -264,11 +268,13 @@ func (h *Home) VerifyLoginFor(ctx context.Context, username, pw, region string) 
 // Authorize reports until when region may act for a user homed here: it is
 // the user's home, or a login there was verified here and has not expired.
 func (h *Home) Authorize(userID, region string) (time.Time, bool, error) {
-	rec, err := h.store.Locate(roamingv1.DirectoryKind_DIRECTORY_KIND_USER, userID)
-	if errors.Is(err, datacenter.ErrNotInDirectory) {
+	// The data center, not the directory, says who is homed here: the
+	// directory holds what peers publish.
+	u, err := h.store.User(userID)
+	if errors.Is(err, datacenter.ErrUserNotFound) {
 		return time.Time{}, false, nil
 	}
-	if err != nil || rec.GetHomeRegion() != h.region {
+	if err != nil || u.GetHomeRegion() != h.region {
 		return time.Time{}, false, err
 	}
 	if region == h.region {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"log/slog"
 	"strconv"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -211,7 +212,7 @@ func (s *Store) ApplyDirectory(owner string, updates []*roamingv1.BatchUpdate) e
 			lo := prefix(tagDirIndex, owner, batchPart(batch))
 			if err := s.scan(lo, func(k, _ []byte) error {
 				_ = b.Delete(k, nil)
-				if kind, rk, ok := splitIndexKey(k[len(lo):]); ok {
+				if kind, rk, ok := splitIndexKey(k[len(lo):]); ok && s.homedAt(kind, rk, owner) {
 					_ = b.Delete(dirKey(kind, rk), nil)
 				}
 				return nil
@@ -225,6 +226,21 @@ func (s *Store) ApplyDirectory(owner string, updates []*roamingv1.BatchUpdate) e
 			}
 			if DirectoryBatch(rec.GetKind(), rec.GetKey()) != batch {
 				return fmt.Errorf("datacenter: record %v/%q is not in batch %d", rec.GetKind(), rec.GetKey(), batch)
+			}
+			// A region speaks only for its own records: it may not take
+			// over a key another region homes (least of all one homed
+			// here). Two regions that registered one username at the
+			// same moment both keep theirs; the conflict is logged.
+			if cur := new(roamingv1.DirectoryRecord); true {
+				found, err := s.get(dirKey(rec.GetKind(), rec.GetKey()), cur)
+				if err != nil {
+					return err
+				}
+				if found && !cur.GetDeleted() && cur.GetHomeRegion() != owner {
+					s.log.Warn("directory conflict: a peer published a key another region homes; kept the existing record",
+						slog.String("peer", owner), slog.String("key", rec.GetKey()), slog.String("home", cur.GetHomeRegion()))
+					continue
+				}
 			}
 			v, err := marshal(rec)
 			if err != nil {
@@ -256,11 +272,23 @@ func (s *Store) ApplyDirectory(owner string, updates []*roamingv1.BatchUpdate) e
 	return nil
 }
 
+// homedAt reports whether the stored record for a key names owner as home.
+func (s *Store) homedAt(kind roamingv1.DirectoryKind, k, owner string) bool {
+	cur := new(roamingv1.DirectoryRecord)
+	found, err := s.get(dirKey(kind, k), cur)
+	return err == nil && found && cur.GetHomeRegion() == owner
+}
+
 // CacheDirectory stores a record learned by asking a peer (a directory
 // miss), without touching batch versions; replication overwrites it.
 func (s *Store) CacheDirectory(rec *roamingv1.DirectoryRecord) error {
 	if rec.GetHomeRegion() == s.region {
 		return nil
+	}
+	cur := new(roamingv1.DirectoryRecord)
+	if found, err := s.get(dirKey(rec.GetKind(), rec.GetKey()), cur); err != nil || found && !cur.GetDeleted() {
+		// Never replace what replication or this region wrote.
+		return err
 	}
 	v, err := marshal(rec)
 	if err != nil {
