@@ -13,7 +13,6 @@ import (
 	"path"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -49,9 +48,11 @@ func regiondFlags(t *testing.T) map[string]bool {
 			return
 		}
 		defer os.RemoveAll(dir)
-		gobin := filepath.Join(runtime.GOROOT(), "bin", "go")
-		if p, err := exec.LookPath("go"); err == nil {
-			gobin = p
+		// go test puts its own go command first in PATH.
+		gobin, err := exec.LookPath("go")
+		if err != nil {
+			flagsErr = err
+			return
 		}
 		bin := filepath.Join(dir, "regiond")
 		build := exec.Command(gobin, "build", "-o", bin, "github.com/roamfed/roamfed/cmd/regiond")
