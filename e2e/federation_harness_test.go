@@ -1,6 +1,9 @@
 package e2e
 
 import (
+	"github.com/roamfed/roamfed/internal/certs"
+	"github.com/roamfed/roamfed/regions"
+
 	"fmt"
 	"os"
 	"path/filepath"
@@ -50,8 +53,9 @@ func startFederation(t *testing.T, names ...string) *Federation {
 	if err := os.WriteFile(f.File, []byte(b.String()), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	certDir := writeCerts(t, f.File)
 	for _, n := range names {
-		f.Regions = append(f.Regions, newRegion(t, n, "--federation", f.File))
+		f.Regions = append(f.Regions, newRegion(t, n, "--federation", f.File, "--certs", certDir))
 	}
 	errs := make([]error, len(f.Regions))
 	var wg sync.WaitGroup
@@ -73,4 +77,20 @@ func startFederation(t *testing.T, names ...string) *Federation {
 		}
 	}
 	return f
+}
+
+// writeCerts creates a federation CA and a certificate per region of the
+// federation file, as an operator would with roamctl certs init, and
+// returns their directory.
+func writeCerts(t *testing.T, federationFile string) string {
+	t.Helper()
+	fed, err := regions.Load(federationFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "certs")
+	if err := certs.Init(dir, fed.Regions); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }

@@ -23,6 +23,7 @@ type config struct {
 	AdminAddr       string              `yaml:"admin_addr"`
 	AdminToken      string              `yaml:"admin_token"`
 	AdminTokenFile  string              `yaml:"admin_token_file"`
+	Certs           string              `yaml:"certs"`
 	MetricsAddr     string              `yaml:"metrics_addr"`
 	RoamingAddr     string              `yaml:"roaming_addr"`
 	Data            string              `yaml:"data"`
@@ -76,6 +77,7 @@ func loadConfig(file string, flags config, changed func(string) bool) (config, e
 		"admin-addr":       func() { cfg.AdminAddr = flags.AdminAddr },
 		"admin-token":      func() { cfg.AdminToken = flags.AdminToken },
 		"admin-token-file": func() { cfg.AdminTokenFile = flags.AdminTokenFile },
+		"certs":            func() { cfg.Certs = flags.Certs },
 		"log-level":        func() { cfg.LogLevel = flags.LogLevel },
 		"log-format":       func() { cfg.LogFormat = flags.LogFormat },
 		"metrics-addr":     func() { cfg.MetricsAddr = flags.MetricsAddr },
@@ -106,6 +108,11 @@ func loadConfig(file string, flags config, changed func(string) bool) (config, e
 	origin := "default"
 	if file != "" {
 		origin = file
+	}
+	// Links between regions are always mutually authenticated: there is
+	// no plaintext fallback.
+	if cfg.Federation != "" && cfg.Certs == "" {
+		return config{}, fmt.Errorf("a federated region needs certificates: certs (from %s or --certs DIR); create them with: roamctl --federation %s certs init --out DIR", origin, cfg.Federation)
 	}
 	if err := validate.Username("region", cfg.Region); err != nil {
 		return config{}, fmt.Errorf("%s (from %s or --region)", err, origin)

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/roamfed/roamfed/internal/admintoken"
+	"github.com/roamfed/roamfed/internal/certs"
 	"github.com/roamfed/roamfed/internal/stack"
 	"github.com/roamfed/roamfed/regions"
 )
@@ -50,6 +51,11 @@ func runDev(ctx context.Context, data string, log *slog.Logger, out io.Writer) e
 	if err != nil {
 		return fmt.Errorf("admin token: %w", err)
 	}
+	// Dev is mutual TLS too, with a CA of its own kept beside the data.
+	set, err := certs.EnsureDev(filepath.Join(data, "certs"), fed)
+	if err != nil {
+		return fmt.Errorf("dev certificates: %w", err)
+	}
 	var started []*stack.Stack
 	stopAll := func() error {
 		sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
@@ -71,6 +77,7 @@ func runDev(ctx context.Context, data string, log *slog.Logger, out io.Writer) e
 			ClientAddr:  r.ClientAddr,
 			AdminAddr:   r.AdminAddr,
 			AdminToken:  token,
+			TLS:         set.For(r.Name),
 			MetricsAddr: r.MetricsAddr,
 			Federation:  self,
 			Logger:      log,

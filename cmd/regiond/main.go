@@ -20,6 +20,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/roamfed/roamfed/internal/admintoken"
+	"github.com/roamfed/roamfed/internal/certs"
 	"github.com/roamfed/roamfed/internal/stack"
 	"github.com/roamfed/roamfed/regions"
 )
@@ -58,6 +59,7 @@ func newRootCmd() *cobra.Command {
 	f.StringVar(&flags.ClientAddr, "client-addr", "", "address the client gRPC service listens on (default "+defaultClientAddr+", or the federation file's)")
 	f.StringVar(&flags.NATSURL, "nats-url", "", "external NATS server or cluster; empty embeds one in the process")
 	f.StringVar(&flags.Federation, "federation", "", "federation file (regions/*.yaml) naming every region; empty runs this region alone")
+	f.StringVar(&flags.Certs, "certs", "", "directory with ca.pem, <region>.pem and <region>-key.pem (roamctl certs init); required with --federation")
 	f.StringVar(&flags.AdminAddr, "admin-addr", "", "address of the operator API (default "+defaultAdminAddr+", or the federation file's; keep it on loopback or a private network)")
 	f.StringVar(&flags.AdminToken, "admin-token", "", "bearer token the operator API requires (default: read from --admin-token-file)")
 	f.StringVar(&flags.AdminTokenFile, "admin-token-file", "", "file holding the admin token, created with a random one if missing (default <data>/admin.token)")
@@ -92,6 +94,10 @@ func run(ctx context.Context, cfg config) error {
 			return err
 		}
 		sc.Federation = fed
+		if sc.TLS, err = certs.Load(cfg.Certs, cfg.Region); err != nil {
+			return err
+		}
+		log.Info("region certificate loaded", slog.String("dir", cfg.Certs), slog.Time("not_after", sc.TLS.NotAfter()))
 		self, _ := fed.Region(cfg.Region)
 		if sc.ClientAddr == "" {
 			sc.ClientAddr = self.ClientAddr

@@ -117,6 +117,7 @@ else --token-file, else $` + tokenEnv + `, else ` + defaultTokenFile + ` (which
 		a.meshCmd(),
 		a.drillCmd(),
 		a.resyncCmd(),
+		a.certsCmd(),
 	)
 	for _, c := range root.Commands() {
 		setArgsUsage(c)
