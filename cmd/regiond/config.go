@@ -24,6 +24,8 @@ type config struct {
 	AdminToken      string              `yaml:"admin_token"`
 	AdminTokenFile  string              `yaml:"admin_token_file"`
 	Certs           string              `yaml:"certs"`
+	ClientTLSCert   string              `yaml:"client_tls_cert"`
+	ClientTLSKey    string              `yaml:"client_tls_key"`
 	MetricsAddr     string              `yaml:"metrics_addr"`
 	RoamingAddr     string              `yaml:"roaming_addr"`
 	Data            string              `yaml:"data"`
@@ -78,6 +80,8 @@ func loadConfig(file string, flags config, changed func(string) bool) (config, e
 		"admin-token":      func() { cfg.AdminToken = flags.AdminToken },
 		"admin-token-file": func() { cfg.AdminTokenFile = flags.AdminTokenFile },
 		"certs":            func() { cfg.Certs = flags.Certs },
+		"client-tls-cert":  func() { cfg.ClientTLSCert = flags.ClientTLSCert },
+		"client-tls-key":   func() { cfg.ClientTLSKey = flags.ClientTLSKey },
 		"log-level":        func() { cfg.LogLevel = flags.LogLevel },
 		"log-format":       func() { cfg.LogFormat = flags.LogFormat },
 		"metrics-addr":     func() { cfg.MetricsAddr = flags.MetricsAddr },
@@ -108,6 +112,9 @@ func loadConfig(file string, flags config, changed func(string) bool) (config, e
 	origin := "default"
 	if file != "" {
 		origin = file
+	}
+	if (cfg.ClientTLSCert == "") != (cfg.ClientTLSKey == "") {
+		return config{}, fmt.Errorf("client TLS needs both client_tls_cert and client_tls_key (from %s or --client-tls-cert/--client-tls-key)", origin)
 	}
 	// Links between regions are always mutually authenticated: there is
 	// no plaintext fallback.

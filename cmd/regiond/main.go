@@ -8,6 +8,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -60,6 +61,8 @@ func newRootCmd() *cobra.Command {
 	f.StringVar(&flags.NATSURL, "nats-url", "", "external NATS server or cluster; empty embeds one in the process")
 	f.StringVar(&flags.Federation, "federation", "", "federation file (regions/*.yaml) naming every region; empty runs this region alone")
 	f.StringVar(&flags.Certs, "certs", "", "directory with ca.pem, <region>.pem and <region>-key.pem (roamctl certs init); required with --federation")
+	f.StringVar(&flags.ClientTLSCert, "client-tls-cert", "", "PEM certificate for serving clients over TLS (with --client-tls-key)")
+	f.StringVar(&flags.ClientTLSKey, "client-tls-key", "", "PEM key for --client-tls-cert")
 	f.StringVar(&flags.AdminAddr, "admin-addr", "", "address of the operator API (default "+defaultAdminAddr+", or the federation file's; keep it on loopback or a private network)")
 	f.StringVar(&flags.AdminToken, "admin-token", "", "bearer token the operator API requires (default: read from --admin-token-file)")
 	f.StringVar(&flags.AdminTokenFile, "admin-token-file", "", "file holding the admin token, created with a random one if missing (default <data>/admin.token)")
@@ -84,6 +87,13 @@ func run(ctx context.Context, cfg config) error {
 		NATSURL:    cfg.NATSURL,
 		Limits:     cfg.Limits,
 		Logger:     log,
+	}
+	if cfg.ClientTLSCert != "" {
+		kp, err := tls.LoadX509KeyPair(cfg.ClientTLSCert, cfg.ClientTLSKey)
+		if err != nil {
+			return fmt.Errorf("client TLS: %w", err)
+		}
+		sc.ClientTLS = &tls.Config{Certificates: []tls.Certificate{kp}, MinVersion: tls.VersionTLS12}
 	}
 	if cfg.Federation != "" {
 		fed, err := regions.Load(cfg.Federation)

@@ -11,6 +11,7 @@ package stack
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -20,6 +21,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
@@ -70,6 +72,9 @@ type Config struct {
 	// AcceptWait is how long a send to a group homed elsewhere waits for
 	// its home before it is answered as accepted.
 	AcceptWait time.Duration
+
+	// ClientTLS, when set, serves clients over TLS with it.
+	ClientTLS *tls.Config
 
 	// AdminAddr is where the operator API listens; empty for none.
 	AdminAddr string
@@ -199,7 +204,11 @@ func Start(cfg Config) (st *Stack, err error) {
 	}
 	undo = append(undo, func() { _ = s.lis.Close() })
 
-	s.grpc = grpc.NewServer(
+	clientOpts := []grpc.ServerOption{}
+	if cfg.ClientTLS != nil {
+		clientOpts = append(clientOpts, grpc.Creds(credentials.NewTLS(cfg.ClientTLS)))
+	}
+	s.grpc = grpc.NewServer(append(clientOpts,
 		// Metrics first: they read the status codes rpcstatus maps.
 		grpc.ChainUnaryInterceptor(s.metrics.UnaryServerInterceptor(), rpcstatus.UnaryServerInterceptor(log)),
 		grpc.ChainStreamInterceptor(s.metrics.StreamServerInterceptor(), rpcstatus.StreamServerInterceptor(log)),
@@ -208,7 +217,7 @@ func Start(cfg Config) (st *Stack, err error) {
 		grpc.MaxRecvMsgSize(max(cfg.Limits.WithDefaults().MaxMessageBytes+64<<10, 4<<20)),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-	)
+	)...)
 	clientv1.RegisterClientServiceServer(s.grpc, s.bc)
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)

@@ -1,6 +1,10 @@
 package businesscenter
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/roamfed/roamfed/servicecenter/resourcepool"
+)
 
 // Domain errors of the client service.
 var (
@@ -22,3 +26,9 @@ var (
 	// region cannot reach it.
 	ErrNotHomedHere = errors.New("the group is homed in another region")
 )
+
+// quotaError is a limit refusal: RESOURCE_EXHAUSTED with a QuotaFailure
+// naming the subject and the limit.
+func quotaError(reason, subject, description string) error {
+	return &resourcepool.QuotaError{Reason: resourcepool.Reason(reason), Subject: subject, Description: description}
+}

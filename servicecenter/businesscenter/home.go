@@ -11,6 +11,7 @@ import (
 
 	recordv1 "github.com/roamfed/roamfed/api/record/v1"
 	roamingv1 "github.com/roamfed/roamfed/api/roaming/v1"
+	"github.com/roamfed/roamfed/internal/ids"
 	"github.com/roamfed/roamfed/internal/password"
 	"github.com/roamfed/roamfed/internal/validate"
 	"github.com/roamfed/roamfed/servicecenter/datacenter"
@@ -87,6 +88,9 @@ func (h *Home) StoreGroup(req *roamingv1.StoreGroupRequest) (*recordv1.Group, er
 			if datacenter.IsMember(g, userID) {
 				return errAlreadyMember
 			}
+			if err := h.checkJoin(g, c.Join); err != nil {
+				return err
+			}
 			m := proto.Clone(c.Join).(*recordv1.Member)
 			m.JoinedAt = now
 			g.Members = append(g.Members, m)
@@ -116,6 +120,35 @@ func (h *Home) StoreGroup(req *roamingv1.StoreGroupRequest) (*recordv1.Group, er
 		return nil, fmt.Errorf("group %s: %w", req.GetGroupId(), err)
 	}
 	return g, nil
+}
+
+// Group limits, checked at the home. They bound what one group costs to
+// fan out and what one user costs to list.
+const (
+	MaxMembersPerGroup = 10_000
+	MaxGroupsPerUser   = 1_000
+)
+
+// checkJoin refuses a join that would pass a group limit, or whose
+// membership record is malformed (a peer sends it).
+func (h *Home) checkJoin(g *recordv1.Group, m *recordv1.Member) error {
+	if err := errors.Join(
+		validate.ID("join.user_id", ids.User, m.GetUserId()),
+		validate.Username("join.name", m.GetName()),
+	); err != nil {
+		return err
+	}
+	if len(g.GetMembers()) >= MaxMembersPerGroup {
+		return quotaError("members_per_group", "group:"+g.GetId(), fmt.Sprintf("the group has %d members; the limit is %d", len(g.GetMembers()), MaxMembersPerGroup))
+	}
+	groups, err := h.store.GroupsOf(m.GetUserId())
+	if err != nil {
+		return err
+	}
+	if len(groups) >= MaxGroupsPerUser {
+		return quotaError("groups_per_user", "user:"+m.GetUserId(), fmt.Sprintf("the user is in %d groups homed in %s; the limit is %d", len(groups), h.region, MaxGroupsPerUser))
+	}
+	return nil
 }
 
 // errAlreadyMember aborts a join that raced with another join.
