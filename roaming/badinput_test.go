@@ -61,6 +61,8 @@ func TestRoamingBadInput(t *testing.T) {
 		t.Fatal(err)
 	}
 	gid := cg.GetGroup().GetId()
+	// eu acts for ap's users once it knows they are ap's.
+	c.waitKnown("eu", alice.id, carol.id)
 	if _, err := alice.c.JoinGroup(alice.ctx, &clientv1.JoinGroupRequest{GroupId: gid}); err != nil {
 		t.Fatal(err)
 	}
@@ -81,12 +83,6 @@ func TestRoamingBadInput(t *testing.T) {
 	if err := eu.Store().CreateGroup(copied); err != nil {
 		t.Fatal(err)
 	}
-	// eu acts for ap's users once it knows they are ap's.
-	waitFor(t, "eu to replicate alice and carol", 10*time.Second, func() bool {
-		_, e1 := eu.Store().Locate(roamingv1.DirectoryKind_DIRECTORY_KIND_USER, alice.id)
-		_, e2 := eu.Store().Locate(roamingv1.DirectoryKind_DIRECTORY_KIND_USER, carol.id)
-		return e1 == nil && e2 == nil
-	})
 
 	type state struct {
 		version, lastSeq uint64

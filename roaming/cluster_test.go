@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	roamingv1 "github.com/roamfed/roamfed/api/roaming/v1"
 	"github.com/roamfed/roamfed/internal/password"
 	"github.com/roamfed/roamfed/internal/stack"
 	"github.com/roamfed/roamfed/regions"
@@ -124,6 +125,23 @@ func (c *cluster) roamingAddr(name string) string {
 		c.t.Fatalf("no region %s", name)
 	}
 	return r.RoamingAddr
+}
+
+// waitKnown waits until region's home directory holds every user, as it
+// does once replication has run: before that, a region that has to act
+// for a user homed elsewhere asks every peer, and refuses if one of them
+// does not answer yet.
+func (c *cluster) waitKnown(region string, userIDs ...string) {
+	c.t.Helper()
+	st := c.region(region)
+	waitFor(c.t, region+" to know users "+strings.Join(userIDs, ", "), 20*time.Second, func() bool {
+		for _, id := range userIDs {
+			if _, err := st.Store().Locate(roamingv1.DirectoryKind_DIRECTORY_KIND_USER, id); err != nil {
+				return false
+			}
+		}
+		return true
+	})
 }
 
 // waitFor polls cond until it holds, failing the test after within.

@@ -78,6 +78,7 @@ func TestHomeRestartWhileSending(t *testing.T) {
 	}
 	gid := g.GetGroup().GetId()
 	senders := map[string]user{"erin": erin, "anna": login(t, c.region("ap"), "anna"), "uma": login(t, c.region("us"), "uma")}
+	c.waitKnown("eu", senders["anna"].id, senders["uma"].id)
 	for _, name := range []string{"anna", "uma"} {
 		u := senders[name]
 		if _, err := u.c.JoinGroup(u.ctx, &clientv1.JoinGroupRequest{GroupId: gid}); err != nil {
