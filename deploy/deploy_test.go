@@ -110,7 +110,16 @@ func parseArgs(t *testing.T, where string, args []string) map[string]string {
 		}
 		out[name] = value
 	}
+	// regiond's own rule: a federated region needs its certificates.
+	if out["federation"] != "" && out["certs"] == "" {
+		t.Errorf("%s: --federation without --certs; regiond refuses to start", where)
+	}
 	return out
+}
+
+// certFiles are the files regiond reads from --certs for region.
+func certFiles(region string) []string {
+	return []string{"ca.pem", region + ".pem", region + "-key.pem"}
 }
 
 func portOf(t *testing.T, where, addr string) int {
@@ -355,6 +364,28 @@ func TestCompose(t *testing.T) {
 			t.Errorf("%s: --data %q is not a volume mount (%v)", where, args["data"], s.Volumes)
 		}
 
+		// The CA, the region's certificate and its key are mounted in
+		// --certs, from the directory roamctl certs init writes.
+		for _, f := range certFiles(name) {
+			want := path.Join(args["certs"], f)
+			mounted := false
+			for _, v := range s.Volumes {
+				parts := strings.Split(v, ":")
+				if len(parts) >= 2 && parts[1] == want {
+					mounted = true
+					if parts[0] != "./certs/"+f {
+						t.Errorf("%s: %s comes from %s; want ./certs/%s", where, want, parts[0], f)
+					}
+					if len(parts) < 3 || parts[2] != "ro" {
+						t.Errorf("%s: %s is mounted writable", where, want)
+					}
+				}
+			}
+			if !mounted {
+				t.Errorf("%s: %s is not mounted", where, want)
+			}
+		}
+
 		// The admin token is a secret.
 		found = false
 		for _, sc := range s.Secrets {
@@ -432,15 +463,15 @@ func readEnv(t *testing.T, file string) map[string]string {
 	return env
 }
 
-// readUnit reads the [Service] keys of a unit file; a key given several
-// times keeps its last value.
-func readUnit(t *testing.T, file string) map[string]string {
+// readUnit reads the keys of a unit file as "Section.Key", each with its
+// values in order.
+func readUnit(t *testing.T, file string) map[string][]string {
 	t.Helper()
 	raw, err := os.ReadFile(file)
 	if err != nil {
 		t.Fatal(err)
 	}
-	keys := make(map[string]string)
+	keys := make(map[string][]string)
 	section := ""
 	for _, l := range strings.Split(string(raw), "\n") {
 		l = strings.TrimSpace(l)
@@ -454,26 +485,40 @@ func readUnit(t *testing.T, file string) map[string]string {
 				t.Errorf("%s: line %q is not Key=Value", file, l)
 				continue
 			}
-			keys[section+"."+k] = v
+			keys[section+"."+k] = append(keys[section+"."+k], v)
 		}
 	}
 	return keys
 }
 
 func TestSystemd(t *testing.T) {
-	unit := readUnit(t, "systemd/regiond@.service")
-	exec := strings.Fields(unit["Service.ExecStart"])
+	keys := readUnit(t, "systemd/regiond@.service")
+	last := func(k string) string {
+		if v := keys[k]; len(v) > 0 {
+			return v[len(v)-1]
+		}
+		return ""
+	}
+	exec := strings.Fields(last("Service.ExecStart"))
 	if len(exec) == 0 || exec[0] != "/usr/local/bin/regiond" {
 		t.Fatalf("ExecStart %v; want /usr/local/bin/regiond ...", exec)
 	}
-	if got := unit["Service.EnvironmentFile"]; got != "/etc/roamfed/%i.env" {
+	if got := last("Service.EnvironmentFile"); got != "/etc/roamfed/%i.env" {
 		t.Errorf("EnvironmentFile %q; want /etc/roamfed/%%i.env", got)
 	}
-	stop, err := time.ParseDuration(unit["Service.TimeoutStopSec"])
+	stop, err := time.ParseDuration(last("Service.TimeoutStopSec"))
 	if err != nil || stop <= 10*time.Second {
-		t.Errorf("TimeoutStopSec %q; want longer than regiond's --shutdown-timeout (10s)", unit["Service.TimeoutStopSec"])
+		t.Errorf("TimeoutStopSec %q; want longer than regiond's --shutdown-timeout (10s)", last("Service.TimeoutStopSec"))
 	}
-	cred, credSource, _ := strings.Cut(unit["Service.LoadCredential"], ":")
+	// Credentials by id (specifiers unexpanded) and source.
+	creds := make(map[string]string)
+	for _, c := range keys["Service.LoadCredential"] {
+		id, src, _ := strings.Cut(c, ":")
+		creds[id] = src
+		if !strings.HasPrefix(src, "/etc/roamfed/") {
+			t.Errorf("LoadCredential %s reads %q; want a file in /etc/roamfed", id, src)
+		}
+	}
 
 	envs, err := filepath.Glob("systemd/*.env")
 	if err != nil || len(envs) == 0 {
@@ -502,14 +547,22 @@ func TestSystemd(t *testing.T) {
 		if a["region"] != region {
 			t.Errorf("%s: --region %q; want %q", file, a["region"], region)
 		}
-		if want := "/var/lib/" + strings.ReplaceAll(unit["Service.StateDirectory"], "%i", region); a["data"] != want {
+		if want := "/var/lib/" + strings.ReplaceAll(last("Service.StateDirectory"), "%i", region); a["data"] != want {
 			t.Errorf("%s: --data %q; want %s, the unit's StateDirectory", file, a["data"], want)
 		}
-		if want := "/run/credentials/regiond@" + region + ".service/" + cred; a["admin-token-file"] != want {
-			t.Errorf("%s: --admin-token-file %q; want the credential %s", file, a["admin-token-file"], want)
+		credDir := "/run/credentials/regiond@" + region + ".service"
+		tokenCred, ok := strings.CutPrefix(a["admin-token-file"], credDir+"/")
+		if _, loaded := creds[tokenCred]; !ok || !loaded {
+			t.Errorf("%s: --admin-token-file %q is not a credential (LoadCredential ids %v)", file, a["admin-token-file"], slices.Sorted(maps.Keys(creds)))
 		}
-		if credSource != "/etc/roamfed/admin.token" {
-			t.Errorf("LoadCredential reads %q; want /etc/roamfed/admin.token", credSource)
+		if a["certs"] != credDir {
+			t.Errorf("%s: --certs %q; want the credentials directory %s", file, a["certs"], credDir)
+		}
+		for _, f := range certFiles(region) {
+			id := strings.ReplaceAll(f, region, "%i")
+			if src, ok := creds[id]; !ok || path.Base(src) != id {
+				t.Errorf("%s: no LoadCredential=%s:/etc/roamfed/.../%s for --certs", file, id, id)
+			}
 		}
 		if !strings.HasPrefix(a["federation"], "/etc/roamfed/") {
 			t.Errorf("%s: --federation %q; want a file in /etc/roamfed", file, a["federation"])
@@ -810,6 +863,34 @@ func TestKubernetes(t *testing.T) {
 	if _, ok := s.StringData[key]; !ok {
 		if _, ok := s.Data[key]; !ok {
 			t.Errorf("--admin-token-file %s: Secret %s has no key %q", args["admin-token-file"], v.Secret.SecretName, key)
+		}
+	}
+
+	// --certs is a mount of the Secret's CA, certificate and key.
+	vol, key = mountOf(args["certs"])
+	v = pod.Volumes[volume(vol)]
+	if key != "" || v.Secret == nil {
+		t.Fatalf("--certs %s is not the mount of a Secret volume", args["certs"])
+	}
+	s = secrets[v.Secret.SecretName]
+	for _, f := range certFiles(region) {
+		k := f
+		if len(v.Secret.Items) > 0 {
+			k = ""
+			for _, it := range v.Secret.Items {
+				if it.Path == f {
+					k = it.Key
+				}
+			}
+			if k == "" {
+				t.Errorf("--certs %s: the Secret volume %s has no item for %s", args["certs"], vol, f)
+				continue
+			}
+		}
+		_, inString := s.StringData[k]
+		_, inData := s.Data[k]
+		if !inString && !inData {
+			t.Errorf("--certs %s: Secret %s has no key %q", args["certs"], v.Secret.SecretName, k)
 		}
 	}
 
