@@ -3,6 +3,7 @@ package roaming_test
 import (
 	"context"
 	"fmt"
+	"math"
 	"net"
 	"strings"
 	"testing"
@@ -15,15 +16,17 @@ import (
 	"google.golang.org/grpc/status"
 
 	clientv1 "github.com/roamfed/roamfed/api/client/v1"
+	roamingv1 "github.com/roamfed/roamfed/api/roaming/v1"
 	"github.com/roamfed/roamfed/internal/certs"
 	"github.com/roamfed/roamfed/internal/password"
 	"github.com/roamfed/roamfed/internal/stack"
 	"github.com/roamfed/roamfed/regions"
 	"github.com/roamfed/roamfed/roaming/mesh"
+	"github.com/roamfed/roamfed/servicecenter/resourcepool"
 )
 
 // freeAddrs reserves n loopback addresses for a federation file.
-func freeAddrs(t *testing.T, n int) []string {
+func freeAddrs(t testing.TB, n int) []string {
 	t.Helper()
 	var out []string
 	for range n {
@@ -53,7 +56,7 @@ func startFederationWith(t *testing.T, withTLS bool, names ...string) map[string
 
 // startFed starts the regions and returns them with their certificates
 // (nil without TLS).
-func startFed(t *testing.T, withTLS bool, names []string) (map[string]*stack.Stack, *certs.Set) {
+func startFed(t testing.TB, withTLS bool, names []string) (map[string]*stack.Stack, *certs.Set) {
 	t.Helper()
 	addrs := freeAddrs(t, 2*len(names))
 	var b strings.Builder
@@ -88,6 +91,9 @@ func startFed(t *testing.T, withTLS bool, names []string) (map[string]*stack.Sta
 			// links flap. Drills cut links explicitly.
 			Mesh: mesh.Config{HeartbeatTimeout: time.Second, MissThreshold: 5},
 			TLS:  tlsm,
+			// Load tests and benchmarks send as one user; the send rate
+			// limit is the service center's, tested there.
+			Limits: resourcepool.Limits{SendRate: math.Inf(1)},
 		})
 		if err != nil {
 			t.Fatalf("start %s: %v", n, err)
@@ -110,7 +116,7 @@ type user struct {
 	id  string
 }
 
-func dial(t *testing.T, st *stack.Stack) clientv1.ClientServiceClient {
+func dial(t testing.TB, st *stack.Stack) clientv1.ClientServiceClient {
 	t.Helper()
 	conn, err := grpc.NewClient(st.ClientAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -120,7 +126,7 @@ func dial(t *testing.T, st *stack.Stack) clientv1.ClientServiceClient {
 	return clientv1.NewClientServiceClient(conn)
 }
 
-func login(t *testing.T, st *stack.Stack, name string) user {
+func login(t testing.TB, st *stack.Stack, name string) user {
 	t.Helper()
 	c := dial(t, st)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -132,7 +138,7 @@ func login(t *testing.T, st *stack.Stack, name string) user {
 	return user{c: c, ctx: metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+resp.GetToken()), id: resp.GetUserId()}
 }
 
-func register(t *testing.T, st *stack.Stack, name string) {
+func register(t testing.TB, st *stack.Stack, name string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -239,3 +245,34 @@ func TestCrossRegionGroup(t *testing.T) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// startFederationB starts ap, eu and us with TLS links for a benchmark,
+// once every link is up.
+func startFederationB(b *testing.B) map[string]*stack.Stack {
+	b.Helper()
+	fed, _ := startFed(b, true, []string{"ap", "eu", "us"})
+	deadline := time.Now().Add(10 * time.Second)
+	for a, st := range fed {
+		for peer := range fed {
+			for peer != a {
+				if via, ok := st.Roaming().Mesh().Route(peer); ok && via == "" && linkUp(st, peer) {
+					break
+				}
+				if time.Now().After(deadline) {
+					b.Fatalf("%s: link to %s not up", a, peer)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		}
+	}
+	return fed
+}
+
+func linkUp(st *stack.Stack, peer string) bool {
+	for _, l := range st.Roaming().Mesh().Status() {
+		if l.Peer == peer {
+			return l.State == roamingv1.LinkState_LINK_STATE_UP
+		}
+	}
+	return false
+}
