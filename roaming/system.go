@@ -10,7 +10,9 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
 
 	recordv1 "github.com/roamfed/roamfed/api/record/v1"
 	roamingv1 "github.com/roamfed/roamfed/api/roaming/v1"
@@ -353,7 +355,21 @@ func (s *System) RestoreLink(ctx context.Context, peer, reason string) error {
 	if err := s.mesh.Restore(peer, reason); err != nil {
 		return err
 	}
-	if err := s.drillPeer(ctx, peer, false, reason); err != nil {
+	// The direct connection may have been stalled across a restart of the
+	// peer; the first call then finds it dead, and gRPC redials for the
+	// next. A few tries, a little apart.
+	var err error
+	for attempt := range 5 {
+		if err = s.drillPeer(ctx, peer, false, reason); status.Code(err) != codes.Unavailable {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Duration(attempt+1) * 100 * time.Millisecond):
+		}
+	}
+	if err != nil {
 		return fmt.Errorf("restore %s-%s: peer side: %w", s.cfg.Self, peer, err)
 	}
 	return nil
