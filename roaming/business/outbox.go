@@ -177,7 +177,7 @@ func (o *Outbox) run() {
 			if !behind.IsZero() {
 				caughtUp += len(entries)
 				if items, _, _ := o.store.OutboxDepth(o.peer); items == 0 {
-					o.log.Info("outbox caught up", slog.Int("sent", caughtUp), slog.Duration("behind_for", time.Since(behind)))
+					o.log.Info("outbox caught up", slog.Int("sent", caughtUp), slog.Float64("behind_s", time.Since(behind).Seconds()))
 					behind, caughtUp = time.Time{}, 0
 				}
 			}

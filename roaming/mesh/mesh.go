@@ -241,7 +241,7 @@ func (m *Mesh) record(peer string, rtt time.Duration, resp *roamingv1.HeartbeatR
 	m.mu.Unlock()
 	if changed {
 		m.log.Info("link state changed", slog.String("peer", peer), slog.String("from", stateName(old)),
-			slog.String("to", stateName(state)), slog.Duration("rtt", avg), slog.Uint64("downs", downs),
+			slog.String("to", stateName(state)), slog.Float64("rtt_ms", float64(avg.Microseconds())/1000), slog.Uint64("downs", downs),
 			slog.String("last_error", lastErr))
 		m.reroute(peer, state == roamingv1.LinkState_LINK_STATE_UP)
 	}
