@@ -112,6 +112,9 @@ func (s *Server) view(ctx context.Context) View {
 		names = []string{s.cfg.Region}
 	}
 	v.Regions = make([]RegionView, len(names))
+	// Other pages share this view: one that goes away must not cut the
+	// calls short for them. PeerTimeout bounds each call.
+	ctx = context.WithoutCancel(ctx)
 	var wg sync.WaitGroup
 	for i, name := range names {
 		if name == s.cfg.Region {
