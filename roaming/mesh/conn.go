@@ -30,12 +30,6 @@ func (g *gate) set(cut bool) {
 	}
 }
 
-func (g *gate) isCut() bool {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	return g.cut
-}
-
 // wait blocks while the gate is cut, or until closed is closed. It reports
 // false in the latter case.
 func (g *gate) wait(closed <-chan struct{}) bool {

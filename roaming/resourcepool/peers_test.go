@@ -368,7 +368,7 @@ func TestPeersWindowsAndUsage(t *testing.T) {
 		Addrs:  map[string]string{"eu": "127.0.0.1:1", "us": "127.0.0.1:2"},
 		Limits: Limits{WindowBatches: 2, WindowBytes: 100},
 	})
-	if p.Window("eu") != p.Window("eu") {
+	if first, again := p.Window("eu"), p.Window("eu"); first != again {
 		t.Fatal("Window(eu) returned different windows")
 	}
 	if p.Window("eu") == p.Window("us") {
