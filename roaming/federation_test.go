@@ -2,10 +2,12 @@ package roaming_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"net"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -55,9 +57,33 @@ func startFederationWith(t *testing.T, withTLS bool, names ...string) map[string
 }
 
 // startFed starts the regions and returns them with their certificates
-// (nil without TLS).
+// (nil without TLS). Addresses are reserved before the federation file is
+// written, so another test may take one in between: then it starts over
+// with fresh ones, a few times.
 func startFed(t testing.TB, withTLS bool, names []string) (map[string]*stack.Stack, *certs.Set) {
 	t.Helper()
+	for attempt := 1; ; attempt++ {
+		out, set, err := tryStartFed(t, withTLS, names)
+		if err == nil {
+			for n, st := range out {
+				t.Cleanup(func() {
+					ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+					defer cancel()
+					if err := st.Shutdown(ctx); err != nil {
+						t.Errorf("shutdown %s: %v", n, err)
+					}
+				})
+			}
+			return out, set
+		}
+		if !errors.Is(err, syscall.EADDRINUSE) || attempt == 3 {
+			t.Fatal(err)
+		}
+		t.Logf("attempt %d: %v; again with other addresses", attempt, err)
+	}
+}
+
+func tryStartFed(t testing.TB, withTLS bool, names []string) (map[string]*stack.Stack, *certs.Set, error) {
 	addrs := freeAddrs(t, 2*len(names))
 	var b strings.Builder
 	b.WriteString("federation: test\nregions:\n")
@@ -96,18 +122,16 @@ func startFed(t testing.TB, withTLS bool, names []string) (map[string]*stack.Sta
 			Limits: resourcepool.Limits{SendRate: math.Inf(1)},
 		})
 		if err != nil {
-			t.Fatalf("start %s: %v", n, err)
-		}
-		t.Cleanup(func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			if err := st.Shutdown(ctx); err != nil {
-				t.Errorf("shutdown %s: %v", n, err)
+			for _, started := range out {
+				_ = started.Shutdown(ctx)
 			}
-		})
+			cancel()
+			return nil, nil, fmt.Errorf("start %s: %w", n, err)
+		}
 		out[n] = st
 	}
-	return out, set
+	return out, set, nil
 }
 
 type user struct {
