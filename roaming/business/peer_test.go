@@ -40,6 +40,22 @@ type peerRegion struct {
 	current *stack.Stack // nil while stopped
 }
 
+// stopWithin calls stop and fails the test if it has not returned in 10s:
+// a sender stuck on a dead stream never returns.
+func stopWithin(t *testing.T, what string, stop func()) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() {
+		stop()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Errorf("%s did not stop within 10s", what)
+	}
+}
+
 func reserveAddrs(t *testing.T, n int) []string {
 	t.Helper()
 	var out []string
@@ -217,7 +233,7 @@ func TestSubmitterPeerRestart(t *testing.T) {
 	eu := startPeerRegion(t)
 	gid, sender := euGroup(t, eu.stack())
 	sub := business.NewSubmitter("eu", eu.apPeers(t), slog.New(slog.DiscardHandler))
-	t.Cleanup(sub.Stop)
+	t.Cleanup(func() { stopWithin(t, "submitter", sub.Stop) })
 
 	committed := map[string]uint64{}
 	for i := 1; i <= 5; i++ {
@@ -401,7 +417,7 @@ func TestDelivererPeerRestart(t *testing.T) {
 	eu := startPeerRegion(t)
 	bob, bobID := openSession(t, eu.stack(), "bob", true)
 	d := business.NewDeliverer("eu", eu.apPeers(t), slog.New(slog.DiscardHandler))
-	t.Cleanup(d.Stop)
+	t.Cleanup(func() { stopWithin(t, "deliverer", d.Stop) })
 	gid := apGroup(t, eu.stack())
 	send := func(from, to int) []string {
 		var bodies []string
@@ -462,7 +478,7 @@ func TestSubmitterLinkBreak(t *testing.T) {
 	gid, sender := euGroup(t, eu.stack())
 	var br breaker
 	sub := business.NewSubmitter("eu", eu.apPeers(t, br.dialOption()), slog.New(slog.DiscardHandler))
-	t.Cleanup(sub.Stop)
+	t.Cleanup(func() { stopWithin(t, "submitter", sub.Stop) })
 
 	committed := map[string]uint64{}
 	var failed []int
@@ -539,7 +555,7 @@ func TestDelivererLinkBreak(t *testing.T) {
 	bob, bobID := openSession(t, eu.stack(), "bob", true)
 	var br breaker
 	d := business.NewDeliverer("eu", eu.apPeers(t, br.dialOption()), slog.New(slog.DiscardHandler))
-	t.Cleanup(d.Stop)
+	t.Cleanup(func() { stopWithin(t, "deliverer", d.Stop) })
 	gid := apGroup(t, eu.stack())
 	next := 1
 	send := func(n int) []string {
