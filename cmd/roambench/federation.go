@@ -1,0 +1,144 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/roamfed/roamfed/internal/netem"
+	"github.com/roamfed/roamfed/internal/password"
+	"github.com/roamfed/roamfed/internal/stack"
+	"github.com/roamfed/roamfed/regions"
+	"github.com/roamfed/roamfed/servicecenter/resourcepool"
+)
+
+// benchPassword is the hashing cost of in-process regions: the benchmark
+// measures messaging, not logins.
+var benchPassword = password.Params{Memory: 64, Time: 1, Threads: 1}
+
+// localFederation is regions started in this process, federated over
+// loopback gRPC as separate processes would be.
+type localFederation struct {
+	stacks  []*stack.Stack
+	dataDir string
+}
+
+// startLocal starts n regions (one alone, unfederated, when n is 1), each
+// with its own data directory and embedded NATS. With delay > 0 every
+// roaming link gets that one-way delay.
+func startLocal(n int, delay time.Duration, log *slog.Logger) (_ *localFederation, err error) {
+	dir, err := os.MkdirTemp("", "roambench-")
+	if err != nil {
+		return nil, err
+	}
+	f := &localFederation{dataDir: dir}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, f.close())
+		}
+	}()
+	names := regionNames[:n]
+	var fed *regions.Federation
+	if n > 1 {
+		if fed, err = loopbackFederation(names); err != nil {
+			return nil, err
+		}
+	}
+	for i, name := range names {
+		cfg := stack.Config{
+			Region:     name,
+			DataDir:    filepath.Join(dir, name),
+			ClientAddr: "127.0.0.1:0",
+			Logger:     log,
+			Password:   benchPassword,
+			// The benchmark is the only client; the per-user send rate
+			// limit would measure the limit, not the region.
+			Limits: resourcepool.Limits{SendRate: math.Inf(1)},
+		}
+		if fed != nil {
+			if cfg.Federation, err = fed.WithSelf(name); err != nil {
+				return nil, err
+			}
+			cfg.RoamingAddr = fed.Regions[i].RoamingAddr
+			if delay > 0 {
+				cfg.Dial = delayedLinks(fed, name, delay).Dial
+			}
+		}
+		st, err := stack.Start(cfg)
+		if err != nil {
+			return nil, fmt.Errorf("start region %s: %w", name, err)
+		}
+		f.stacks = append(f.stacks, st)
+	}
+	return f, nil
+}
+
+// loopbackFederation is a federation file for names on free loopback
+// ports. The ports are free when chosen; another process could take one
+// before the region listens, which fails the start plainly.
+func loopbackFederation(names []string) (*regions.Federation, error) {
+	var b strings.Builder
+	b.WriteString("federation: roambench\nregions:\n")
+	for _, n := range names {
+		roam, err := freeAddr()
+		if err != nil {
+			return nil, err
+		}
+		client, err := freeAddr()
+		if err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(&b, "  - name: %s\n    roaming_addr: %s\n    client_addr: %s\n", n, roam, client)
+	}
+	return regions.Parse("roambench.yaml", []byte(b.String()))
+}
+
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
+
+// delayedLinks is self's view of the network: every link to a peer delayed
+// one way by d.
+func delayedLinks(fed *regions.Federation, self string, d time.Duration) *netem.Net {
+	n := netem.NewNet()
+	for _, p := range fed.Peers(self) {
+		n.Link(p.RoamingAddr).SetDelay(d)
+	}
+	return n
+}
+
+// targets are the regions' client addresses, in order.
+func (f *localFederation) targets() []regionAddr {
+	out := make([]regionAddr, len(f.stacks))
+	for i, st := range f.stacks {
+		out[i] = regionAddr{Name: st.Region(), Addr: st.ClientAddr()}
+	}
+	return out
+}
+
+// close stops the regions, newest first, and removes their data.
+func (f *localFederation) close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	var errs []error
+	for i := len(f.stacks) - 1; i >= 0; i-- {
+		if err := f.stacks[i].Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("stop region %s: %w", f.stacks[i].Region(), err))
+		}
+	}
+	f.stacks = nil
+	errs = append(errs, os.RemoveAll(f.dataDir))
+	return errors.Join(errs...)
+}

@@ -1,0 +1,221 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"os"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+)
+
+// ownGoroutines returns the stacks of goroutines running this package's
+// code, other than the test's own.
+func ownGoroutines() []string {
+	buf := make([]byte, 4<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	var out []string
+	for g := range strings.SplitSeq(string(buf), "\n\n") {
+		if strings.Contains(g, "\nmain.") && !strings.Contains(g, "main.Test") && !strings.Contains(g, "testing.") {
+			out = append(out, g)
+		}
+	}
+	return out
+}
+
+func checkNoLeaks(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		left := ownGoroutines()
+		if len(left) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d roambench goroutines left:\n%s", len(left), strings.Join(left, "\n\n"))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func tinyConfig() config {
+	cfg := defaultConfig()
+	cfg.Regions = 3
+	cfg.Groups = 2
+	cfg.GroupSize = 3
+	cfg.Rate = 40
+	cfg.Senders = 4
+	cfg.Warmup = 200 * time.Millisecond
+	cfg.Duration = time.Second
+	cfg.Drain = 10 * time.Second
+	cfg.ConnsPerRegion = 1
+	cfg.Progress = false
+	cfg.JSON = true
+	return cfg
+}
+
+// runJSON runs cfg through run, as main would, and decodes its report.
+func runJSON(t *testing.T, cfg config) *report {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	if err := run(ctx, cfg, &stdout, &stderr); err != nil {
+		t.Fatalf("run: %v\nstderr:\n%s", err, stderr.String())
+	}
+	var r report
+	if err := json.Unmarshal(stdout.Bytes(), &r); err != nil {
+		t.Fatalf("report is not JSON: %v\n%s", err, stdout.String())
+	}
+	return &r
+}
+
+// TestTinyFederation runs three regions in-process with two groups of
+// three, spread over the regions, and checks that every member received
+// every committed message exactly once.
+func TestTinyFederation(t *testing.T) {
+	r := runJSON(t, tinyConfig())
+	d := r.Deliveries
+	if d.Missing != 0 || d.Duplicates != 0 || !d.Drained {
+		t.Errorf("deliveries %+v; want none missing, no duplicates, drained", d)
+	}
+	if r.Committed == 0 || r.Errors != 0 || r.SessionErrors != 0 {
+		t.Errorf("committed %d, errors %d %v, session errors %d (%s)", r.Committed, r.Errors, r.ErrorsByCode, r.SessionErrors, r.FirstSessionError)
+	}
+	if want := r.Committed * 3; d.Expected != want || d.Received != want {
+		t.Errorf("expected %d, received %d deliveries; want %d (3 members × %d committed)", d.Expected, d.Received, want, r.Committed)
+	}
+	// Members are spread over all three regions, so both kinds of path
+	// are measured.
+	for _, c := range classNames {
+		if r.Latency[c].Count == 0 {
+			t.Errorf("no %s latency recorded: %+v", c, r.Latency)
+		}
+	}
+	if len(r.Regions) != 3 || r.Mode != "in-process" {
+		t.Errorf("regions %v, mode %q", r.Regions, r.Mode)
+	}
+	checkNoLeaks(t)
+}
+
+// TestLinkDelay checks that --link-delay reaches the roaming links: a path
+// that crosses a link takes at least the delay, and the overhead is
+// reported.
+func TestLinkDelay(t *testing.T) {
+	cfg := tinyConfig()
+	cfg.LinkDelay = 15 * time.Millisecond
+	r := runJSON(t, cfg)
+	if r.Deliveries.Missing != 0 || r.Deliveries.Duplicates != 0 {
+		t.Errorf("deliveries %+v", r.Deliveries)
+	}
+	for links, want := range map[string]float64{"1": 15, "2": 30} {
+		l := r.ByLinks[links]
+		if l == nil || l.Count == 0 {
+			t.Errorf("nothing crossed %s link(s): %v", links, r.ByLinks)
+			continue
+		}
+		if l.P50Ms < want {
+			t.Errorf("p50 over %s link(s) is %.3fms; want at least %.0fms", links, l.P50Ms, want)
+		}
+	}
+	if r.Overhead == nil || r.Overhead["cross_region"].Count == 0 {
+		t.Errorf("no overhead reported: %+v", r.Overhead)
+	}
+	checkNoLeaks(t)
+}
+
+func TestOneRegion(t *testing.T) {
+	cfg := tinyConfig()
+	cfg.Regions = 1
+	r := runJSON(t, cfg)
+	if r.Deliveries.Missing != 0 || r.Deliveries.Duplicates != 0 || r.Committed == 0 {
+		t.Errorf("committed %d, deliveries %+v", r.Committed, r.Deliveries)
+	}
+	if n := r.Latency["cross_region"].Count; n != 0 {
+		t.Errorf("%d cross-region deliveries in one region", n)
+	}
+	checkNoLeaks(t)
+}
+
+func TestParseFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args    []string
+		wantErr string
+	}{
+		{nil, ""},
+		{[]string{"--regions", "1", "--rate", "1000"}, ""},
+		{[]string{"--connect", "ap=127.0.0.1:7101,eu=127.0.0.1:7102"}, ""},
+		{[]string{"--regions", "0"}, "--regions"},
+		{[]string{"--group-size", "0"}, "--group-size"},
+		{[]string{"--rate", "-1"}, "--rate"},
+		{[]string{"--link-delay", "20ms", "--regions", "1"}, "--link-delay"},
+		{[]string{"--connect", "ap=127.0.0.1:7101", "--link-delay", "5ms"}, "--link-delay"},
+		{[]string{"--connect", "ap=127.0.0.1:7101", "--regions", "2"}, "--regions"},
+		{[]string{"--connect", "ap"}, "--connect"},
+		{[]string{"--connect", "ap=nowhere"}, "--connect"},
+		{[]string{"--connect", "ap=127.0.0.1:1,ap=127.0.0.1:2"}, "twice"},
+		{[]string{"--groups", "1000", "--group-size", "1000"}, "users"},
+		{[]string{"--log-level", "loud"}, "--log-level"},
+		{[]string{"stray"}, "unexpected"},
+	} {
+		_, err := parseFlags(tc.args, io.Discard)
+		switch {
+		case tc.wantErr == "" && err != nil:
+			t.Errorf("%q: %v", tc.args, err)
+		case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+			t.Errorf("%q: error %v, want one mentioning %q", tc.args, err, tc.wantErr)
+		}
+	}
+}
+
+func TestBody(t *testing.T) {
+	for _, at := range []time.Duration{0, time.Millisecond, 10 * time.Hour} {
+		b := encodeBody(at, minBodyBytes)
+		if len(b) != minBodyBytes {
+			t.Errorf("body of %v is %d bytes, want %d", at, len(b), minBodyBytes)
+		}
+		if got, ok := decodeBody(b); !ok || got != at {
+			t.Errorf("decode(%q) = %v, %v; want %v", b, got, ok, at)
+		}
+	}
+	if _, ok := decodeBody("hello"); ok {
+		t.Error("decoded a body that is not the benchmark's")
+	}
+}
+
+func TestBitset(t *testing.T) {
+	var a, b bitset
+	for _, i := range []uint64{1, 2, 3, 64, 200} {
+		if a.set(i) {
+			t.Fatalf("%d set twice", i)
+		}
+	}
+	if !a.set(64) {
+		t.Fatal("64 not remembered")
+	}
+	b.set(2)
+	b.set(200)
+	b.set(500)
+	if n := a.countNotIn(b); n != 3 {
+		t.Errorf("a\\b has %d, want 3", n)
+	}
+	if n := b.countNotIn(a); n != 1 {
+		t.Errorf("b\\a has %d, want 1", n)
+	}
+}
+
+func TestProcStatus(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("reads /proc")
+	}
+	st, err := procStatus(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st["VmRSS"] <= 0 || st["VmHWM"] < st["VmRSS"] {
+		t.Errorf("VmRSS %d kB, VmHWM %d kB", st["VmRSS"], st["VmHWM"])
+	}
+}
