@@ -36,8 +36,9 @@ func freeAddrs(t testing.TB, n int) []string {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// Held open until all are found, so that none comes twice.
+		defer l.Close()
 		out = append(out, l.Addr().String())
-		l.Close()
 	}
 	return out
 }

@@ -25,15 +25,19 @@ const token = "test-admin-token"
 
 func startPair(t *testing.T) map[string]*stack.Stack {
 	t.Helper()
-	var addrs []string
-	for range 4 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
+	addrs := func() []string {
+		var out []string
+		for range 4 {
+			l, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Held open until all are found, so that none comes twice.
+			defer l.Close()
+			out = append(out, l.Addr().String())
 		}
-		addrs = append(addrs, l.Addr().String())
-		l.Close()
-	}
+		return out
+	}()
 	var b strings.Builder
 	b.WriteString("federation: admin-test\nregions:\n")
 	names := []string{"ap", "eu"}

@@ -108,10 +108,14 @@ func (s *Server) Submit(stream roamingv1.BusinessService_SubmitServer) error {
 		if n := len(req.GetMessages()); n > s.maxBatch {
 			return status.Errorf(codes.InvalidArgument, "submit batch of %d messages; at most %d", n, s.maxBatch)
 		}
+		// Batches are queued for commit here, in the order they arrived,
+		// so that a stream's messages keep their order across batches;
+		// their syncs are awaited together.
+		wait := s.startCommitAll(ctx, peer, req.GetMessages())
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			resp := &roamingv1.SubmitResponse{BatchId: req.GetBatchId(), Results: s.commitAll(ctx, peer, req.GetMessages())}
+			resp := &roamingv1.SubmitResponse{BatchId: req.GetBatchId(), Results: wait()}
 			sendMu.Lock()
 			defer sendMu.Unlock()
 			_ = stream.Send(resp) // a failed send ends the stream; the peer resubmits
@@ -119,9 +123,10 @@ func (s *Server) Submit(stream roamingv1.BusinessService_SubmitServer) error {
 	}
 }
 
-// commitAll commits a batch in order; a message whose origin is not the
+// startCommitAll queues a batch for commit in order and returns a function
+// that waits for its results; a message whose origin is not the
 // submitting region is refused.
-func (s *Server) commitAll(ctx context.Context, peer string, msgs []*recordv1.Message) []*roamingv1.SubmitResult {
+func (s *Server) startCommitAll(ctx context.Context, peer string, msgs []*recordv1.Message) func() []*roamingv1.SubmitResult {
 	results := make([]*roamingv1.SubmitResult, len(msgs))
 	var ok []*recordv1.Message
 	var at []int
@@ -151,20 +156,23 @@ func (s *Server) commitAll(ctx context.Context, peer string, msgs []*recordv1.Me
 		ok = append(ok, m)
 		at = append(at, i)
 	}
-	res, errs := s.home.CommitAll(ctx, ok)
-	for j, i := range at {
-		r := results[i]
-		if err := errs[j]; err != nil {
-			st := status.Convert(rpcstatus.Convert(s.log, "roaming.v1.BusinessService/Submit", err))
-			r.Code, r.Error = int32(st.Code()), st.Message()
-			continue
+	waitCommits := s.home.StartCommitAll(ctx, ok)
+	return func() []*roamingv1.SubmitResult {
+		res, errs := waitCommits()
+		for j, i := range at {
+			r := results[i]
+			if err := errs[j]; err != nil {
+				st := status.Convert(rpcstatus.Convert(s.log, "roaming.v1.BusinessService/Submit", err))
+				r.Code, r.Error = int32(st.Code()), st.Message()
+				continue
+			}
+			r.MessageId = res[j].Message.GetMessageId()
+			r.Seq = res[j].Message.GetSeq()
+			r.Duplicate = res[j].Duplicate
+			r.CommittedAt = res[j].Message.GetCommittedAt()
 		}
-		r.MessageId = res[j].Message.GetMessageId()
-		r.Seq = res[j].Message.GetSeq()
-		r.Duplicate = res[j].Duplicate
-		r.CommittedAt = res[j].Message.GetCommittedAt()
+		return results
 	}
-	return results
 }
 
 // requireClientMsgID refuses an empty idempotency key, which clients may

@@ -212,6 +212,13 @@ func (h *Home) Commit(ctx context.Context, m *recordv1.Message) (datacenter.Appe
 // CommitAll commits messages as Commit does, in order: a group's messages
 // among them get increasing sequence numbers in slice order.
 func (h *Home) CommitAll(ctx context.Context, msgs []*recordv1.Message) ([]datacenter.Appended, []error) {
+	return h.StartCommitAll(ctx, msgs)()
+}
+
+// StartCommitAll checks and queues messages as CommitAll does and returns
+// a function that waits for their outcomes: batches started one after
+// another are committed in that order.
+func (h *Home) StartCommitAll(ctx context.Context, msgs []*recordv1.Message) func() ([]datacenter.Appended, []error) {
 	res := make([]datacenter.Appended, len(msgs))
 	errs := make([]error, len(msgs))
 	var ok []*recordv1.Message
@@ -236,13 +243,16 @@ func (h *Home) CommitAll(ctx context.Context, msgs []*recordv1.Message) ([]datac
 		at = append(at, i)
 	}
 	if len(ok) == 0 {
+		return func() ([]datacenter.Appended, []error) { return res, errs }
+	}
+	wait := h.store.StartAppendAll(ctx, ok)
+	return func() ([]datacenter.Appended, []error) {
+		r, e := wait()
+		for j, i := range at {
+			res[i], errs[i] = r[j], e[j]
+		}
 		return res, errs
 	}
-	r, e := h.store.AppendAll(ctx, ok)
-	for j, i := range at {
-		res[i], errs[i] = r[j], e[j]
-	}
-	return res, errs
 }
 
 // History returns a group's messages after a sequence number, for a member.

@@ -59,6 +59,14 @@ func (s *Store) OnCommit(fn func([]*recordv1.Message)) {
 // that the messages of one group among them get increasing sequence
 // numbers in slice order. It returns each message's outcome.
 func (s *Store) AppendAll(ctx context.Context, msgs []*recordv1.Message) ([]Appended, []error) {
+	return s.StartAppendAll(ctx, msgs)()
+}
+
+// StartAppendAll queues msgs as AppendAll does and returns at once with a
+// function that waits for their outcomes. Callers that must keep the order
+// of several batches (a peer's Submit stream) start them in order and wait
+// for them together.
+func (s *Store) StartAppendAll(ctx context.Context, msgs []*recordv1.Message) func() ([]Appended, []error) {
 	res := make([]Appended, len(msgs))
 	errs := make([]error, len(msgs))
 	reqs := make([]*appendReq, len(msgs))
@@ -69,17 +77,19 @@ func (s *Store) AppendAll(ctx context.Context, msgs []*recordv1.Message) ([]Appe
 		for i := range errs {
 			errs[i] = err
 		}
+		return func() ([]Appended, []error) { return res, errs }
+	}
+	return func() ([]Appended, []error) {
+		for i, r := range reqs {
+			select {
+			case <-r.done:
+				res[i], errs[i] = r.res, r.err
+			case <-ctx.Done():
+				errs[i] = ctx.Err()
+			}
+		}
 		return res, errs
 	}
-	for i, r := range reqs {
-		select {
-		case <-r.done:
-			res[i], errs[i] = r.res, r.err
-		case <-ctx.Done():
-			errs[i] = ctx.Err()
-		}
-	}
-	return res, errs
 }
 
 // LastSeq returns the sequence number of the group's newest message, 0 for
