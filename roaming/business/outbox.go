@@ -137,7 +137,7 @@ func (o *Outbox) UpdateLocation(req *roamingv1.UpdateLocationRequest) error {
 }
 
 // drainBatch is how many entries one round sends.
-const drainBatch = 256
+const drainBatch = 1024
 
 func (o *Outbox) run() {
 	defer close(o.done)
