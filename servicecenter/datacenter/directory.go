@@ -231,16 +231,15 @@ func (s *Store) ApplyDirectory(owner string, updates []*roamingv1.BatchUpdate) e
 			// over a key another region homes (least of all one homed
 			// here). Two regions that registered one username at the
 			// same moment both keep theirs; the conflict is logged.
-			if cur := new(roamingv1.DirectoryRecord); true {
-				found, err := s.get(dirKey(rec.GetKind(), rec.GetKey()), cur)
-				if err != nil {
-					return err
-				}
-				if found && !cur.GetDeleted() && cur.GetHomeRegion() != owner {
-					s.log.Warn("directory conflict: a peer published a key another region homes; kept the existing record",
-						slog.String("peer", owner), slog.String("key", rec.GetKey()), slog.String("home", cur.GetHomeRegion()))
-					continue
-				}
+			cur := new(roamingv1.DirectoryRecord)
+			found, err := s.get(dirKey(rec.GetKind(), rec.GetKey()), cur)
+			if err != nil {
+				return err
+			}
+			if found && !cur.GetDeleted() && cur.GetHomeRegion() != owner {
+				s.log.Warn("directory conflict: a peer published a key another region homes; kept the existing record",
+					slog.String("peer", owner), slog.String("key", rec.GetKey()), slog.String("home", cur.GetHomeRegion()))
+				continue
 			}
 			v, err := marshal(rec)
 			if err != nil {
