@@ -300,8 +300,12 @@ func TestDrillNetworkStall(t *testing.T) {
 	needBinaries(t)
 	clk := newDrillClock(t)
 	addrs := allocDrillAddrs(t)
-	toUS := startTCPProxy(t, addrs["us"].roaming) // eu dials us here
-	toEU := startTCPProxy(t, addrs["eu"].roaming) // us dials eu here
+	var reserved []string
+	for _, a := range addrs {
+		reserved = append(reserved, a.roaming, a.client, a.admin, a.metrics)
+	}
+	toUS := startTCPProxy(t, addrs["us"].roaming, reserved...) // eu dials us here
+	toEU := startTCPProxy(t, addrs["eu"].roaming, reserved...) // us dials eu here
 	fed := startDrillFederation(t, addrs, map[string]map[string]string{
 		"eu": {"us": toUS.Addr()},
 		"us": {"eu": toEU.Addr()},

@@ -3,6 +3,7 @@ package e2e
 import (
 	"errors"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -37,13 +38,23 @@ type tcpProxy struct {
 	bytes    atomic.Int64 // bytes handed on, both ways
 }
 
-// startTCPProxy listens on a loopback port the kernel picks and forwards
-// every connection to target.
-func startTCPProxy(t *testing.T, target string) *tcpProxy {
+// startTCPProxy listens on a loopback port the kernel picks, other than
+// the addresses in avoid (reserved for regions that have not started
+// yet), and forwards every connection to target.
+func startTCPProxy(t *testing.T, target string, avoid ...string) *tcpProxy {
 	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("tcp proxy to %s: %v", target, err)
+	var lis net.Listener
+	for attempt := 0; ; attempt++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("tcp proxy to %s: %v", target, err)
+		}
+		if !slices.Contains(avoid, l.Addr().String()) || attempt == 20 {
+			lis = l
+			break
+		}
+		// Keep it open while picking again, so the kernel moves on.
+		defer l.Close()
 	}
 	p := &tcpProxy{
 		target:  target,
