@@ -40,6 +40,9 @@ type config struct {
 	// LinkDelay is the one-way delay added to every roaming link
 	// (in-process only).
 	LinkDelay time.Duration
+	// PlaintextLinks runs in-process roaming links without mutual TLS,
+	// which every real federation uses.
+	PlaintextLinks bool
 
 	// IdleRSS measures an idle regiond's memory instead of running load.
 	IdleRSS  bool
@@ -126,6 +129,7 @@ Flags:
 	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "measured load")
 	fs.DurationVar(&cfg.Drain, "drain", cfg.Drain, "longest wait for outstanding deliveries after the last send")
 	fs.DurationVar(&cfg.LinkDelay, "link-delay", 0, "one-way delay on every roaming link (in-process only)")
+	fs.BoolVar(&cfg.PlaintextLinks, "plaintext-links", false, "in-process roaming links without mutual TLS (a real federation always uses it)")
 	fs.BoolVar(&cfg.IdleRSS, "idle-rss", false, "build and start one regiond, wait --idle-wait, report its resident memory")
 	fs.DurationVar(&cfg.IdleWait, "idle-wait", cfg.IdleWait, "how long regiond idles before --idle-rss reads its memory")
 	fs.StringVar(&cfg.Regiond, "regiond", "", "regiond binary for --idle-rss; empty builds ./cmd/regiond")
@@ -209,5 +213,6 @@ func (c config) validate() error {
 	check(c.LinkDelay >= 0 && c.LinkDelay <= 10*time.Second, "--link-delay must be 0 to 10s")
 	check(c.LinkDelay == 0 || c.Connect == nil, "--link-delay works on in-process regions; it cannot reach the links of --connect regions")
 	check(c.LinkDelay == 0 || c.Regions > 1, "--link-delay needs at least 2 regions")
+	check(!c.PlaintextLinks || c.Connect == nil, "--plaintext-links is for in-process regions; --connect regions use what they were started with")
 	return errors.Join(errs...)
 }

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/roamfed/roamfed/internal/certs"
 	"github.com/roamfed/roamfed/internal/netem"
 	"github.com/roamfed/roamfed/internal/password"
 	"github.com/roamfed/roamfed/internal/stack"
@@ -31,9 +32,10 @@ type localFederation struct {
 }
 
 // startLocal starts n regions (one alone, unfederated, when n is 1), each
-// with its own data directory and embedded NATS. With delay > 0 every
-// roaming link gets that one-way delay.
-func startLocal(n int, delay time.Duration, log *slog.Logger) (_ *localFederation, err error) {
+// with its own data directory and embedded NATS, their roaming links
+// mutually authenticated with TLS from a throwaway CA unless plaintext.
+// With delay > 0 every roaming link gets that one-way delay.
+func startLocal(n int, delay time.Duration, plaintext bool, log *slog.Logger) (_ *localFederation, err error) {
 	dir, err := os.MkdirTemp("", "roambench-")
 	if err != nil {
 		return nil, err
@@ -45,10 +47,18 @@ func startLocal(n int, delay time.Duration, log *slog.Logger) (_ *localFederatio
 		}
 	}()
 	names := regionNames[:n]
-	var fed *regions.Federation
+	var (
+		fed   *regions.Federation
+		creds *certs.Set
+	)
 	if n > 1 {
 		if fed, err = loopbackFederation(names); err != nil {
 			return nil, err
+		}
+		if !plaintext {
+			if creds, err = devCerts(filepath.Join(dir, "certs"), fed); err != nil {
+				return nil, err
+			}
 		}
 	}
 	for i, name := range names {
@@ -67,6 +77,9 @@ func startLocal(n int, delay time.Duration, log *slog.Logger) (_ *localFederatio
 				return nil, err
 			}
 			cfg.RoamingAddr = fed.Regions[i].RoamingAddr
+			if creds != nil {
+				cfg.TLS = creds.For(name)
+			}
 			if delay > 0 {
 				cfg.Dial = delayedLinks(fed, name, delay).Dial
 			}
@@ -107,6 +120,15 @@ func freeAddr() (string, error) {
 	}
 	defer l.Close()
 	return l.Addr().String(), nil
+}
+
+// devCerts issues a CA and a certificate for every region into dir.
+func devCerts(dir string, fed *regions.Federation) (*certs.Set, error) {
+	set, err := certs.EnsureDev(dir, fed)
+	if err != nil {
+		return nil, fmt.Errorf("region certificates: %w", err)
+	}
+	return set, nil
 }
 
 // delayedLinks is self's view of the network: every link to a peer delayed

@@ -76,7 +76,7 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) (err error) 
 	targets := cfg.Connect
 	if targets == nil {
 		log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
-		fed, err := startLocal(cfg.Regions, cfg.LinkDelay, log)
+		fed, err := startLocal(cfg.Regions, cfg.LinkDelay, cfg.PlaintextLinks, log)
 		if err != nil {
 			return err
 		}

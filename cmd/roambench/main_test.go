@@ -95,8 +95,8 @@ func TestTinyFederation(t *testing.T) {
 			t.Errorf("no %s latency recorded: %+v", c, r.Latency)
 		}
 	}
-	if len(r.Regions) != 3 || r.Mode != "in-process" {
-		t.Errorf("regions %v, mode %q", r.Regions, r.Mode)
+	if len(r.Regions) != 3 || r.Mode != "in-process" || r.Links != "mtls" {
+		t.Errorf("regions %v, mode %q, links %q; want 3 in-process with mutual TLS", r.Regions, r.Mode, r.Links)
 	}
 	checkNoLeaks(t)
 }
@@ -154,6 +154,8 @@ func TestParseFlags(t *testing.T) {
 		{[]string{"--link-delay", "20ms", "--regions", "1"}, "--link-delay"},
 		{[]string{"--connect", "ap=127.0.0.1:7101", "--link-delay", "5ms"}, "--link-delay"},
 		{[]string{"--connect", "ap=127.0.0.1:7101", "--regions", "2"}, "--regions"},
+		{[]string{"--connect", "ap=127.0.0.1:7101", "--plaintext-links"}, "--plaintext-links"},
+		{[]string{"--plaintext-links", "--link-delay", "1ms"}, ""},
 		{[]string{"--connect", "ap"}, "--connect"},
 		{[]string{"--connect", "ap=nowhere"}, "--connect"},
 		{[]string{"--connect", "ap=127.0.0.1:1,ap=127.0.0.1:2"}, "twice"},

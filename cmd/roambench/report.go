@@ -25,8 +25,11 @@ type report struct {
 	WarmupSec   float64  `json:"warmup_sec"`
 	MeasuredSec float64  `json:"measured_sec"`
 	LinkDelayMs float64  `json:"link_delay_ms"` // one way, every roaming link
-	SetupSec    float64  `json:"setup_sec"`
-	Interrupted bool     `json:"interrupted,omitempty"`
+	// Links is how in-process roaming links were secured: "mtls",
+	// "plaintext", or "" for one region or --connect.
+	Links       string  `json:"links,omitempty"`
+	SetupSec    float64 `json:"setup_sec"`
+	Interrupted bool    `json:"interrupted,omitempty"`
 
 	Sent         int64            `json:"sent"`
 	Committed    int64            `json:"committed"`
@@ -156,8 +159,13 @@ func newReport(cfg config, pop *population, l *ledger, t reportTimes, m machine,
 		SessionErrors: l.sessionErrs.Load() + l.catchUpDropped.Load(),
 		Machine:       m,
 	}
-	if cfg.Connect != nil {
+	switch {
+	case cfg.Connect != nil:
 		r.Mode = "connect"
+	case cfg.Regions > 1 && cfg.PlaintextLinks:
+		r.Links = "plaintext"
+	case cfg.Regions > 1:
+		r.Links = "mtls"
 	}
 	if p := l.firstSessionErr.Load(); p != nil {
 		r.FirstSessionError = *p
@@ -226,6 +234,9 @@ func (r *report) writeText(w io.Writer) error {
 	fmt.Fprintf(&b, "roambench %s: %d region(s) %s (%s), %d groups × %d members (%d users), %d-byte bodies\n",
 		r.Date, len(r.Regions), r.Mode, strings.Join(r.Regions, ", "), r.Groups, r.GroupSize, r.Users, r.BodyBytes)
 	fmt.Fprintf(&b, "load: %s, %d senders, %.1fs measured after %.1fs warm-up (setup took %.1fs)", rate, r.Senders, r.MeasuredSec, r.WarmupSec, r.SetupSec)
+	if r.Links != "" {
+		fmt.Fprintf(&b, "; roaming links %s", r.Links)
+	}
 	if r.LinkDelayMs > 0 {
 		fmt.Fprintf(&b, "; link delay %gms one way", r.LinkDelayMs)
 	}
