@@ -1242,6 +1242,7 @@ type SessionRequest struct {
 	//
 	//	*SessionRequest_Ack
 	//	*SessionRequest_Ping
+	//	*SessionRequest_Capabilities
 	Kind          isSessionRequest_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1302,6 +1303,15 @@ func (x *SessionRequest) GetPing() *Ping {
 	return nil
 }
 
+func (x *SessionRequest) GetCapabilities() *Capabilities {
+	if x != nil {
+		if x, ok := x.Kind.(*SessionRequest_Capabilities); ok {
+			return x.Capabilities
+		}
+	}
+	return nil
+}
+
 type isSessionRequest_Kind interface {
 	isSessionRequest_Kind()
 }
@@ -1316,9 +1326,65 @@ type SessionRequest_Ping struct {
 	Ping *Ping `protobuf:"bytes,2,opt,name=ping,oneof"`
 }
 
+type SessionRequest_Capabilities struct {
+	// Says which newer frames the client reads; send it first, before
+	// waiting for Ready. A later one replaces it.
+	Capabilities *Capabilities `protobuf:"bytes,3,opt,name=capabilities,oneof"`
+}
+
 func (*SessionRequest_Ack) isSessionRequest_Kind() {}
 
 func (*SessionRequest_Ping) isSessionRequest_Kind() {}
+
+func (*SessionRequest_Capabilities) isSessionRequest_Kind() {}
+
+// Capabilities are the frames a client reads beyond those every client
+// reads. A client that sends none gets only those.
+type Capabilities struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The client reads Deliveries frames. Until it says so, the server sends
+	// each delivery in a Delivery frame of its own.
+	Deliveries    bool `protobuf:"varint,1,opt,name=deliveries" json:"deliveries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Capabilities) Reset() {
+	*x = Capabilities{}
+	mi := &file_client_v1_client_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Capabilities) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Capabilities) ProtoMessage() {}
+
+func (x *Capabilities) ProtoReflect() protoreflect.Message {
+	mi := &file_client_v1_client_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Capabilities.ProtoReflect.Descriptor instead.
+func (*Capabilities) Descriptor() ([]byte, []int) {
+	return file_client_v1_client_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *Capabilities) GetDeliveries() bool {
+	if x != nil {
+		return x.Deliveries
+	}
+	return false
+}
 
 type SessionResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1330,6 +1396,7 @@ type SessionResponse struct {
 	//	*SessionResponse_CatchUp
 	//	*SessionResponse_Pong
 	//	*SessionResponse_Receipt
+	//	*SessionResponse_Deliveries
 	Kind          isSessionResponse_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1337,7 +1404,7 @@ type SessionResponse struct {
 
 func (x *SessionResponse) Reset() {
 	*x = SessionResponse{}
-	mi := &file_client_v1_client_proto_msgTypes[23]
+	mi := &file_client_v1_client_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1349,7 +1416,7 @@ func (x *SessionResponse) String() string {
 func (*SessionResponse) ProtoMessage() {}
 
 func (x *SessionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_client_v1_client_proto_msgTypes[23]
+	mi := &file_client_v1_client_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1362,7 +1429,7 @@ func (x *SessionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionResponse.ProtoReflect.Descriptor instead.
 func (*SessionResponse) Descriptor() ([]byte, []int) {
-	return file_client_v1_client_proto_rawDescGZIP(), []int{23}
+	return file_client_v1_client_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *SessionResponse) GetKind() isSessionResponse_Kind {
@@ -1426,6 +1493,15 @@ func (x *SessionResponse) GetReceipt() *Receipt {
 	return nil
 }
 
+func (x *SessionResponse) GetDeliveries() *Deliveries {
+	if x != nil {
+		if x, ok := x.Kind.(*SessionResponse_Deliveries); ok {
+			return x.Deliveries
+		}
+	}
+	return nil
+}
+
 type isSessionResponse_Kind interface {
 	isSessionResponse_Kind()
 }
@@ -1436,6 +1512,8 @@ type SessionResponse_Ready struct {
 }
 
 type SessionResponse_Delivery struct {
+	// One delivery. A client that reads Deliveries frames still gets a
+	// lone delivery this way, so it must read both.
 	Delivery *Delivery `protobuf:"bytes,2,opt,name=delivery,oneof"`
 }
 
@@ -1459,6 +1537,12 @@ type SessionResponse_Receipt struct {
 	Receipt *Receipt `protobuf:"bytes,6,opt,name=receipt,oneof"`
 }
 
+type SessionResponse_Deliveries struct {
+	// Several deliveries in one frame, in the order they were queued; sent
+	// only to a client that declared Capabilities.deliveries.
+	Deliveries *Deliveries `protobuf:"bytes,7,opt,name=deliveries,oneof"`
+}
+
 func (*SessionResponse_Ready) isSessionResponse_Kind() {}
 
 func (*SessionResponse_Delivery) isSessionResponse_Kind() {}
@@ -1470,6 +1554,54 @@ func (*SessionResponse_CatchUp) isSessionResponse_Kind() {}
 func (*SessionResponse_Pong) isSessionResponse_Kind() {}
 
 func (*SessionResponse_Receipt) isSessionResponse_Kind() {}
+
+func (*SessionResponse_Deliveries) isSessionResponse_Kind() {}
+
+// Deliveries are several deliveries in one frame. Acknowledge each id, in
+// one Ack or several; one Ack listing the whole frame is cheapest.
+type Deliveries struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Deliveries    []*Delivery            `protobuf:"bytes,1,rep,name=deliveries" json:"deliveries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Deliveries) Reset() {
+	*x = Deliveries{}
+	mi := &file_client_v1_client_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Deliveries) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Deliveries) ProtoMessage() {}
+
+func (x *Deliveries) ProtoReflect() protoreflect.Message {
+	mi := &file_client_v1_client_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Deliveries.ProtoReflect.Descriptor instead.
+func (*Deliveries) Descriptor() ([]byte, []int) {
+	return file_client_v1_client_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *Deliveries) GetDeliveries() []*Delivery {
+	if x != nil {
+		return x.Deliveries
+	}
+	return nil
+}
 
 type Receipt struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
@@ -1489,7 +1621,7 @@ type Receipt struct {
 
 func (x *Receipt) Reset() {
 	*x = Receipt{}
-	mi := &file_client_v1_client_proto_msgTypes[24]
+	mi := &file_client_v1_client_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1501,7 +1633,7 @@ func (x *Receipt) String() string {
 func (*Receipt) ProtoMessage() {}
 
 func (x *Receipt) ProtoReflect() protoreflect.Message {
-	mi := &file_client_v1_client_proto_msgTypes[24]
+	mi := &file_client_v1_client_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1514,7 +1646,7 @@ func (x *Receipt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Receipt.ProtoReflect.Descriptor instead.
 func (*Receipt) Descriptor() ([]byte, []int) {
-	return file_client_v1_client_proto_rawDescGZIP(), []int{24}
+	return file_client_v1_client_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Receipt) GetGroupId() string {
@@ -1575,7 +1707,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_client_v1_client_proto_msgTypes[25]
+	mi := &file_client_v1_client_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1587,7 +1719,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_client_v1_client_proto_msgTypes[25]
+	mi := &file_client_v1_client_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1600,7 +1732,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_client_v1_client_proto_rawDescGZIP(), []int{25}
+	return file_client_v1_client_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Ack) GetDeliveryIds() []uint64 {
@@ -1619,7 +1751,7 @@ type Ping struct {
 
 func (x *Ping) Reset() {
 	*x = Ping{}
-	mi := &file_client_v1_client_proto_msgTypes[26]
+	mi := &file_client_v1_client_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1631,7 +1763,7 @@ func (x *Ping) String() string {
 func (*Ping) ProtoMessage() {}
 
 func (x *Ping) ProtoReflect() protoreflect.Message {
-	mi := &file_client_v1_client_proto_msgTypes[26]
+	mi := &file_client_v1_client_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1644,7 +1776,7 @@ func (x *Ping) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ping.ProtoReflect.Descriptor instead.
 func (*Ping) Descriptor() ([]byte, []int) {
-	return file_client_v1_client_proto_rawDescGZIP(), []int{26}
+	return file_client_v1_client_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Ping) GetNonce() uint64 {
@@ -1663,7 +1795,7 @@ type Pong struct {
 
 func (x *Pong) Reset() {
 	*x = Pong{}
-	mi := &file_client_v1_client_proto_msgTypes[27]
+	mi := &file_client_v1_client_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1675,7 +1807,7 @@ func (x *Pong) String() string {
 func (*Pong) ProtoMessage() {}
 
 func (x *Pong) ProtoReflect() protoreflect.Message {
-	mi := &file_client_v1_client_proto_msgTypes[27]
+	mi := &file_client_v1_client_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1688,7 +1820,7 @@ func (x *Pong) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pong.ProtoReflect.Descriptor instead.
 func (*Pong) Descriptor() ([]byte, []int) {
-	return file_client_v1_client_proto_rawDescGZIP(), []int{27}
+	return file_client_v1_client_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Pong) GetNonce() uint64 {
@@ -1711,7 +1843,7 @@ type Ready struct {
 
 func (x *Ready) Reset() {
 	*x = Ready{}
-	mi := &file_client_v1_client_proto_msgTypes[28]
+	mi := &file_client_v1_client_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1723,7 +1855,7 @@ func (x *Ready) String() string {
 func (*Ready) ProtoMessage() {}
 
 func (x *Ready) ProtoReflect() protoreflect.Message {
-	mi := &file_client_v1_client_proto_msgTypes[28]
+	mi := &file_client_v1_client_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1736,7 +1868,7 @@ func (x *Ready) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ready.ProtoReflect.Descriptor instead.
 func (*Ready) Descriptor() ([]byte, []int) {
-	return file_client_v1_client_proto_rawDescGZIP(), []int{28}
+	return file_client_v1_client_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Ready) GetSessionId() string {
@@ -1780,7 +1912,7 @@ type Delivery struct {
 
 func (x *Delivery) Reset() {
 	*x = Delivery{}
-	mi := &file_client_v1_client_proto_msgTypes[29]
+	mi := &file_client_v1_client_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1792,7 +1924,7 @@ func (x *Delivery) String() string {
 func (*Delivery) ProtoMessage() {}
 
 func (x *Delivery) ProtoReflect() protoreflect.Message {
-	mi := &file_client_v1_client_proto_msgTypes[29]
+	mi := &file_client_v1_client_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1805,7 +1937,7 @@ func (x *Delivery) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Delivery.ProtoReflect.Descriptor instead.
 func (*Delivery) Descriptor() ([]byte, []int) {
-	return file_client_v1_client_proto_rawDescGZIP(), []int{29}
+	return file_client_v1_client_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Delivery) GetDeliveryId() uint64 {
@@ -1843,7 +1975,7 @@ type Presence struct {
 
 func (x *Presence) Reset() {
 	*x = Presence{}
-	mi := &file_client_v1_client_proto_msgTypes[30]
+	mi := &file_client_v1_client_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1855,7 +1987,7 @@ func (x *Presence) String() string {
 func (*Presence) ProtoMessage() {}
 
 func (x *Presence) ProtoReflect() protoreflect.Message {
-	mi := &file_client_v1_client_proto_msgTypes[30]
+	mi := &file_client_v1_client_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1868,7 +2000,7 @@ func (x *Presence) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Presence.ProtoReflect.Descriptor instead.
 func (*Presence) Descriptor() ([]byte, []int) {
-	return file_client_v1_client_proto_rawDescGZIP(), []int{30}
+	return file_client_v1_client_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Presence) GetUserId() string {
@@ -1916,7 +2048,7 @@ type CatchUp struct {
 
 func (x *CatchUp) Reset() {
 	*x = CatchUp{}
-	mi := &file_client_v1_client_proto_msgTypes[31]
+	mi := &file_client_v1_client_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1928,7 +2060,7 @@ func (x *CatchUp) String() string {
 func (*CatchUp) ProtoMessage() {}
 
 func (x *CatchUp) ProtoReflect() protoreflect.Message {
-	mi := &file_client_v1_client_proto_msgTypes[31]
+	mi := &file_client_v1_client_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1941,7 +2073,7 @@ func (x *CatchUp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CatchUp.ProtoReflect.Descriptor instead.
 func (*CatchUp) Descriptor() ([]byte, []int) {
-	return file_client_v1_client_proto_rawDescGZIP(), []int{31}
+	return file_client_v1_client_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *CatchUp) GetGroupId() string {
@@ -1976,7 +2108,7 @@ type Group struct {
 
 func (x *Group) Reset() {
 	*x = Group{}
-	mi := &file_client_v1_client_proto_msgTypes[32]
+	mi := &file_client_v1_client_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1988,7 +2120,7 @@ func (x *Group) String() string {
 func (*Group) ProtoMessage() {}
 
 func (x *Group) ProtoReflect() protoreflect.Message {
-	mi := &file_client_v1_client_proto_msgTypes[32]
+	mi := &file_client_v1_client_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2001,7 +2133,7 @@ func (x *Group) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Group.ProtoReflect.Descriptor instead.
 func (*Group) Descriptor() ([]byte, []int) {
-	return file_client_v1_client_proto_rawDescGZIP(), []int{32}
+	return file_client_v1_client_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *Group) GetId() string {
@@ -2086,7 +2218,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_client_v1_client_proto_msgTypes[33]
+	mi := &file_client_v1_client_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2098,7 +2230,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_client_v1_client_proto_msgTypes[33]
+	mi := &file_client_v1_client_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2111,7 +2243,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_client_v1_client_proto_rawDescGZIP(), []int{33}
+	return file_client_v1_client_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *Member) GetUserId() string {
@@ -2159,7 +2291,7 @@ type GroupSummary struct {
 
 func (x *GroupSummary) Reset() {
 	*x = GroupSummary{}
-	mi := &file_client_v1_client_proto_msgTypes[34]
+	mi := &file_client_v1_client_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2171,7 +2303,7 @@ func (x *GroupSummary) String() string {
 func (*GroupSummary) ProtoMessage() {}
 
 func (x *GroupSummary) ProtoReflect() protoreflect.Message {
-	mi := &file_client_v1_client_proto_msgTypes[34]
+	mi := &file_client_v1_client_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2184,7 +2316,7 @@ func (x *GroupSummary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GroupSummary.ProtoReflect.Descriptor instead.
 func (*GroupSummary) Descriptor() ([]byte, []int) {
-	return file_client_v1_client_proto_rawDescGZIP(), []int{34}
+	return file_client_v1_client_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *GroupSummary) GetId() string {
@@ -2254,7 +2386,7 @@ type Message struct {
 
 func (x *Message) Reset() {
 	*x = Message{}
-	mi := &file_client_v1_client_proto_msgTypes[35]
+	mi := &file_client_v1_client_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2266,7 +2398,7 @@ func (x *Message) String() string {
 func (*Message) ProtoMessage() {}
 
 func (x *Message) ProtoReflect() protoreflect.Message {
-	mi := &file_client_v1_client_proto_msgTypes[35]
+	mi := &file_client_v1_client_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2279,7 +2411,7 @@ func (x *Message) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Message.ProtoReflect.Descriptor instead.
 func (*Message) Descriptor() ([]byte, []int) {
-	return file_client_v1_client_proto_rawDescGZIP(), []int{35}
+	return file_client_v1_client_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *Message) GetGroupId() string {
@@ -2430,19 +2562,32 @@ const file_client_v1_client_proto_rawDesc = "" +
 	"\x12GetHistoryResponse\x12.\n" +
 	"\bmessages\x18\x01 \x03(\v2\x12.client.v1.MessageR\bmessages\x12\x19\n" +
 	"\blast_seq\x18\x02 \x01(\x04R\alastSeq\x12\x19\n" +
-	"\bhas_more\x18\x03 \x01(\bR\ahasMore\"c\n" +
+	"\bhas_more\x18\x03 \x01(\bR\ahasMore\"\xa2\x01\n" +
 	"\x0eSessionRequest\x12\"\n" +
 	"\x03ack\x18\x01 \x01(\v2\x0e.client.v1.AckH\x00R\x03ack\x12%\n" +
-	"\x04ping\x18\x02 \x01(\v2\x0f.client.v1.PingH\x00R\x04pingB\x06\n" +
-	"\x04kind\"\xb1\x02\n" +
+	"\x04ping\x18\x02 \x01(\v2\x0f.client.v1.PingH\x00R\x04ping\x12=\n" +
+	"\fcapabilities\x18\x03 \x01(\v2\x17.client.v1.CapabilitiesH\x00R\fcapabilitiesB\x06\n" +
+	"\x04kind\".\n" +
+	"\fCapabilities\x12\x1e\n" +
+	"\n" +
+	"deliveries\x18\x01 \x01(\bR\n" +
+	"deliveries\"\xea\x02\n" +
 	"\x0fSessionResponse\x12(\n" +
 	"\x05ready\x18\x01 \x01(\v2\x10.client.v1.ReadyH\x00R\x05ready\x121\n" +
 	"\bdelivery\x18\x02 \x01(\v2\x13.client.v1.DeliveryH\x00R\bdelivery\x121\n" +
 	"\bpresence\x18\x03 \x01(\v2\x13.client.v1.PresenceH\x00R\bpresence\x12/\n" +
 	"\bcatch_up\x18\x04 \x01(\v2\x12.client.v1.CatchUpH\x00R\acatchUp\x12%\n" +
 	"\x04pong\x18\x05 \x01(\v2\x0f.client.v1.PongH\x00R\x04pong\x12.\n" +
-	"\areceipt\x18\x06 \x01(\v2\x12.client.v1.ReceiptH\x00R\areceiptB\x06\n" +
-	"\x04kind\"\xfe\x01\n" +
+	"\areceipt\x18\x06 \x01(\v2\x12.client.v1.ReceiptH\x00R\areceipt\x127\n" +
+	"\n" +
+	"deliveries\x18\a \x01(\v2\x15.client.v1.DeliveriesH\x00R\n" +
+	"deliveriesB\x06\n" +
+	"\x04kind\"A\n" +
+	"\n" +
+	"Deliveries\x123\n" +
+	"\n" +
+	"deliveries\x18\x01 \x03(\v2\x13.client.v1.DeliveryR\n" +
+	"deliveries\"\xfe\x01\n" +
 	"\aReceipt\x12\x19\n" +
 	"\bgroup_id\x18\x01 \x01(\tR\agroupId\x12\x1d\n" +
 	"\n" +
@@ -2559,7 +2704,7 @@ func file_client_v1_client_proto_rawDescGZIP() []byte {
 }
 
 var file_client_v1_client_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_client_v1_client_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
+var file_client_v1_client_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
 var file_client_v1_client_proto_goTypes = []any{
 	(DeliveryState)(0),            // 0: client.v1.DeliveryState
 	(*RegisterRequest)(nil),       // 1: client.v1.RegisterRequest
@@ -2585,85 +2730,90 @@ var file_client_v1_client_proto_goTypes = []any{
 	(*GetHistoryRequest)(nil),     // 21: client.v1.GetHistoryRequest
 	(*GetHistoryResponse)(nil),    // 22: client.v1.GetHistoryResponse
 	(*SessionRequest)(nil),        // 23: client.v1.SessionRequest
-	(*SessionResponse)(nil),       // 24: client.v1.SessionResponse
-	(*Receipt)(nil),               // 25: client.v1.Receipt
-	(*Ack)(nil),                   // 26: client.v1.Ack
-	(*Ping)(nil),                  // 27: client.v1.Ping
-	(*Pong)(nil),                  // 28: client.v1.Pong
-	(*Ready)(nil),                 // 29: client.v1.Ready
-	(*Delivery)(nil),              // 30: client.v1.Delivery
-	(*Presence)(nil),              // 31: client.v1.Presence
-	(*CatchUp)(nil),               // 32: client.v1.CatchUp
-	(*Group)(nil),                 // 33: client.v1.Group
-	(*Member)(nil),                // 34: client.v1.Member
-	(*GroupSummary)(nil),          // 35: client.v1.GroupSummary
-	(*Message)(nil),               // 36: client.v1.Message
-	nil,                           // 37: client.v1.CreateGroupRequest.SettingsEntry
-	nil,                           // 38: client.v1.UpdateGroupRequest.SettingsEntry
-	nil,                           // 39: client.v1.Group.SettingsEntry
-	(*timestamppb.Timestamp)(nil), // 40: google.protobuf.Timestamp
+	(*Capabilities)(nil),          // 24: client.v1.Capabilities
+	(*SessionResponse)(nil),       // 25: client.v1.SessionResponse
+	(*Deliveries)(nil),            // 26: client.v1.Deliveries
+	(*Receipt)(nil),               // 27: client.v1.Receipt
+	(*Ack)(nil),                   // 28: client.v1.Ack
+	(*Ping)(nil),                  // 29: client.v1.Ping
+	(*Pong)(nil),                  // 30: client.v1.Pong
+	(*Ready)(nil),                 // 31: client.v1.Ready
+	(*Delivery)(nil),              // 32: client.v1.Delivery
+	(*Presence)(nil),              // 33: client.v1.Presence
+	(*CatchUp)(nil),               // 34: client.v1.CatchUp
+	(*Group)(nil),                 // 35: client.v1.Group
+	(*Member)(nil),                // 36: client.v1.Member
+	(*GroupSummary)(nil),          // 37: client.v1.GroupSummary
+	(*Message)(nil),               // 38: client.v1.Message
+	nil,                           // 39: client.v1.CreateGroupRequest.SettingsEntry
+	nil,                           // 40: client.v1.UpdateGroupRequest.SettingsEntry
+	nil,                           // 41: client.v1.Group.SettingsEntry
+	(*timestamppb.Timestamp)(nil), // 42: google.protobuf.Timestamp
 }
 var file_client_v1_client_proto_depIdxs = []int32{
-	40, // 0: client.v1.LoginResponse.expires_at:type_name -> google.protobuf.Timestamp
-	37, // 1: client.v1.CreateGroupRequest.settings:type_name -> client.v1.CreateGroupRequest.SettingsEntry
-	33, // 2: client.v1.CreateGroupResponse.group:type_name -> client.v1.Group
-	33, // 3: client.v1.GetGroupResponse.group:type_name -> client.v1.Group
-	38, // 4: client.v1.UpdateGroupRequest.settings:type_name -> client.v1.UpdateGroupRequest.SettingsEntry
-	33, // 5: client.v1.UpdateGroupResponse.group:type_name -> client.v1.Group
-	33, // 6: client.v1.JoinGroupResponse.group:type_name -> client.v1.Group
-	35, // 7: client.v1.ListGroupsResponse.groups:type_name -> client.v1.GroupSummary
+	42, // 0: client.v1.LoginResponse.expires_at:type_name -> google.protobuf.Timestamp
+	39, // 1: client.v1.CreateGroupRequest.settings:type_name -> client.v1.CreateGroupRequest.SettingsEntry
+	35, // 2: client.v1.CreateGroupResponse.group:type_name -> client.v1.Group
+	35, // 3: client.v1.GetGroupResponse.group:type_name -> client.v1.Group
+	40, // 4: client.v1.UpdateGroupRequest.settings:type_name -> client.v1.UpdateGroupRequest.SettingsEntry
+	35, // 5: client.v1.UpdateGroupResponse.group:type_name -> client.v1.Group
+	35, // 6: client.v1.JoinGroupResponse.group:type_name -> client.v1.Group
+	37, // 7: client.v1.ListGroupsResponse.groups:type_name -> client.v1.GroupSummary
 	0,  // 8: client.v1.SendMessageResponse.state:type_name -> client.v1.DeliveryState
-	40, // 9: client.v1.SendMessageResponse.committed_at:type_name -> google.protobuf.Timestamp
-	36, // 10: client.v1.GetHistoryResponse.messages:type_name -> client.v1.Message
-	26, // 11: client.v1.SessionRequest.ack:type_name -> client.v1.Ack
-	27, // 12: client.v1.SessionRequest.ping:type_name -> client.v1.Ping
-	29, // 13: client.v1.SessionResponse.ready:type_name -> client.v1.Ready
-	30, // 14: client.v1.SessionResponse.delivery:type_name -> client.v1.Delivery
-	31, // 15: client.v1.SessionResponse.presence:type_name -> client.v1.Presence
-	32, // 16: client.v1.SessionResponse.catch_up:type_name -> client.v1.CatchUp
-	28, // 17: client.v1.SessionResponse.pong:type_name -> client.v1.Pong
-	25, // 18: client.v1.SessionResponse.receipt:type_name -> client.v1.Receipt
-	0,  // 19: client.v1.Receipt.state:type_name -> client.v1.DeliveryState
-	40, // 20: client.v1.Receipt.committed_at:type_name -> google.protobuf.Timestamp
-	31, // 21: client.v1.Ready.online:type_name -> client.v1.Presence
-	36, // 22: client.v1.Delivery.message:type_name -> client.v1.Message
-	40, // 23: client.v1.Presence.at:type_name -> google.protobuf.Timestamp
-	39, // 24: client.v1.Group.settings:type_name -> client.v1.Group.SettingsEntry
-	34, // 25: client.v1.Group.members:type_name -> client.v1.Member
-	40, // 26: client.v1.Group.created_at:type_name -> google.protobuf.Timestamp
-	40, // 27: client.v1.Group.updated_at:type_name -> google.protobuf.Timestamp
-	40, // 28: client.v1.Member.joined_at:type_name -> google.protobuf.Timestamp
-	40, // 29: client.v1.Message.sent_at:type_name -> google.protobuf.Timestamp
-	40, // 30: client.v1.Message.committed_at:type_name -> google.protobuf.Timestamp
-	1,  // 31: client.v1.ClientService.Register:input_type -> client.v1.RegisterRequest
-	3,  // 32: client.v1.ClientService.Login:input_type -> client.v1.LoginRequest
-	5,  // 33: client.v1.ClientService.Logout:input_type -> client.v1.LogoutRequest
-	7,  // 34: client.v1.ClientService.CreateGroup:input_type -> client.v1.CreateGroupRequest
-	9,  // 35: client.v1.ClientService.GetGroup:input_type -> client.v1.GetGroupRequest
-	11, // 36: client.v1.ClientService.UpdateGroup:input_type -> client.v1.UpdateGroupRequest
-	13, // 37: client.v1.ClientService.JoinGroup:input_type -> client.v1.JoinGroupRequest
-	15, // 38: client.v1.ClientService.LeaveGroup:input_type -> client.v1.LeaveGroupRequest
-	17, // 39: client.v1.ClientService.ListGroups:input_type -> client.v1.ListGroupsRequest
-	19, // 40: client.v1.ClientService.SendMessage:input_type -> client.v1.SendMessageRequest
-	21, // 41: client.v1.ClientService.GetHistory:input_type -> client.v1.GetHistoryRequest
-	23, // 42: client.v1.ClientService.Session:input_type -> client.v1.SessionRequest
-	2,  // 43: client.v1.ClientService.Register:output_type -> client.v1.RegisterResponse
-	4,  // 44: client.v1.ClientService.Login:output_type -> client.v1.LoginResponse
-	6,  // 45: client.v1.ClientService.Logout:output_type -> client.v1.LogoutResponse
-	8,  // 46: client.v1.ClientService.CreateGroup:output_type -> client.v1.CreateGroupResponse
-	10, // 47: client.v1.ClientService.GetGroup:output_type -> client.v1.GetGroupResponse
-	12, // 48: client.v1.ClientService.UpdateGroup:output_type -> client.v1.UpdateGroupResponse
-	14, // 49: client.v1.ClientService.JoinGroup:output_type -> client.v1.JoinGroupResponse
-	16, // 50: client.v1.ClientService.LeaveGroup:output_type -> client.v1.LeaveGroupResponse
-	18, // 51: client.v1.ClientService.ListGroups:output_type -> client.v1.ListGroupsResponse
-	20, // 52: client.v1.ClientService.SendMessage:output_type -> client.v1.SendMessageResponse
-	22, // 53: client.v1.ClientService.GetHistory:output_type -> client.v1.GetHistoryResponse
-	24, // 54: client.v1.ClientService.Session:output_type -> client.v1.SessionResponse
-	43, // [43:55] is the sub-list for method output_type
-	31, // [31:43] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	42, // 9: client.v1.SendMessageResponse.committed_at:type_name -> google.protobuf.Timestamp
+	38, // 10: client.v1.GetHistoryResponse.messages:type_name -> client.v1.Message
+	28, // 11: client.v1.SessionRequest.ack:type_name -> client.v1.Ack
+	29, // 12: client.v1.SessionRequest.ping:type_name -> client.v1.Ping
+	24, // 13: client.v1.SessionRequest.capabilities:type_name -> client.v1.Capabilities
+	31, // 14: client.v1.SessionResponse.ready:type_name -> client.v1.Ready
+	32, // 15: client.v1.SessionResponse.delivery:type_name -> client.v1.Delivery
+	33, // 16: client.v1.SessionResponse.presence:type_name -> client.v1.Presence
+	34, // 17: client.v1.SessionResponse.catch_up:type_name -> client.v1.CatchUp
+	30, // 18: client.v1.SessionResponse.pong:type_name -> client.v1.Pong
+	27, // 19: client.v1.SessionResponse.receipt:type_name -> client.v1.Receipt
+	26, // 20: client.v1.SessionResponse.deliveries:type_name -> client.v1.Deliveries
+	32, // 21: client.v1.Deliveries.deliveries:type_name -> client.v1.Delivery
+	0,  // 22: client.v1.Receipt.state:type_name -> client.v1.DeliveryState
+	42, // 23: client.v1.Receipt.committed_at:type_name -> google.protobuf.Timestamp
+	33, // 24: client.v1.Ready.online:type_name -> client.v1.Presence
+	38, // 25: client.v1.Delivery.message:type_name -> client.v1.Message
+	42, // 26: client.v1.Presence.at:type_name -> google.protobuf.Timestamp
+	41, // 27: client.v1.Group.settings:type_name -> client.v1.Group.SettingsEntry
+	36, // 28: client.v1.Group.members:type_name -> client.v1.Member
+	42, // 29: client.v1.Group.created_at:type_name -> google.protobuf.Timestamp
+	42, // 30: client.v1.Group.updated_at:type_name -> google.protobuf.Timestamp
+	42, // 31: client.v1.Member.joined_at:type_name -> google.protobuf.Timestamp
+	42, // 32: client.v1.Message.sent_at:type_name -> google.protobuf.Timestamp
+	42, // 33: client.v1.Message.committed_at:type_name -> google.protobuf.Timestamp
+	1,  // 34: client.v1.ClientService.Register:input_type -> client.v1.RegisterRequest
+	3,  // 35: client.v1.ClientService.Login:input_type -> client.v1.LoginRequest
+	5,  // 36: client.v1.ClientService.Logout:input_type -> client.v1.LogoutRequest
+	7,  // 37: client.v1.ClientService.CreateGroup:input_type -> client.v1.CreateGroupRequest
+	9,  // 38: client.v1.ClientService.GetGroup:input_type -> client.v1.GetGroupRequest
+	11, // 39: client.v1.ClientService.UpdateGroup:input_type -> client.v1.UpdateGroupRequest
+	13, // 40: client.v1.ClientService.JoinGroup:input_type -> client.v1.JoinGroupRequest
+	15, // 41: client.v1.ClientService.LeaveGroup:input_type -> client.v1.LeaveGroupRequest
+	17, // 42: client.v1.ClientService.ListGroups:input_type -> client.v1.ListGroupsRequest
+	19, // 43: client.v1.ClientService.SendMessage:input_type -> client.v1.SendMessageRequest
+	21, // 44: client.v1.ClientService.GetHistory:input_type -> client.v1.GetHistoryRequest
+	23, // 45: client.v1.ClientService.Session:input_type -> client.v1.SessionRequest
+	2,  // 46: client.v1.ClientService.Register:output_type -> client.v1.RegisterResponse
+	4,  // 47: client.v1.ClientService.Login:output_type -> client.v1.LoginResponse
+	6,  // 48: client.v1.ClientService.Logout:output_type -> client.v1.LogoutResponse
+	8,  // 49: client.v1.ClientService.CreateGroup:output_type -> client.v1.CreateGroupResponse
+	10, // 50: client.v1.ClientService.GetGroup:output_type -> client.v1.GetGroupResponse
+	12, // 51: client.v1.ClientService.UpdateGroup:output_type -> client.v1.UpdateGroupResponse
+	14, // 52: client.v1.ClientService.JoinGroup:output_type -> client.v1.JoinGroupResponse
+	16, // 53: client.v1.ClientService.LeaveGroup:output_type -> client.v1.LeaveGroupResponse
+	18, // 54: client.v1.ClientService.ListGroups:output_type -> client.v1.ListGroupsResponse
+	20, // 55: client.v1.ClientService.SendMessage:output_type -> client.v1.SendMessageResponse
+	22, // 56: client.v1.ClientService.GetHistory:output_type -> client.v1.GetHistoryResponse
+	25, // 57: client.v1.ClientService.Session:output_type -> client.v1.SessionResponse
+	46, // [46:58] is the sub-list for method output_type
+	34, // [34:46] is the sub-list for method input_type
+	34, // [34:34] is the sub-list for extension type_name
+	34, // [34:34] is the sub-list for extension extendee
+	0,  // [0:34] is the sub-list for field type_name
 }
 
 func init() { file_client_v1_client_proto_init() }
@@ -2674,14 +2824,16 @@ func file_client_v1_client_proto_init() {
 	file_client_v1_client_proto_msgTypes[22].OneofWrappers = []any{
 		(*SessionRequest_Ack)(nil),
 		(*SessionRequest_Ping)(nil),
+		(*SessionRequest_Capabilities)(nil),
 	}
-	file_client_v1_client_proto_msgTypes[23].OneofWrappers = []any{
+	file_client_v1_client_proto_msgTypes[24].OneofWrappers = []any{
 		(*SessionResponse_Ready)(nil),
 		(*SessionResponse_Delivery)(nil),
 		(*SessionResponse_Presence)(nil),
 		(*SessionResponse_CatchUp)(nil),
 		(*SessionResponse_Pong)(nil),
 		(*SessionResponse_Receipt)(nil),
+		(*SessionResponse_Deliveries)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -2689,7 +2841,7 @@ func file_client_v1_client_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_client_v1_client_proto_rawDesc), len(file_client_v1_client_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   39,
+			NumMessages:   41,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -76,7 +76,9 @@ type ClientServiceClient interface {
 	// GetHistory returns a group's messages after a sequence number.
 	GetHistory(ctx context.Context, in *GetHistoryRequest, opts ...grpc.CallOption) (*GetHistoryResponse, error)
 	// Session is the live channel: the server pushes deliveries and presence
-	// changes, the client acknowledges each delivery it received.
+	// changes, the client acknowledges each delivery it received. A client
+	// that declares Capabilities.deliveries may get several deliveries in one
+	// frame.
 	Session(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[SessionRequest, SessionResponse], error)
 }
 
@@ -242,7 +244,9 @@ type ClientServiceServer interface {
 	// GetHistory returns a group's messages after a sequence number.
 	GetHistory(context.Context, *GetHistoryRequest) (*GetHistoryResponse, error)
 	// Session is the live channel: the server pushes deliveries and presence
-	// changes, the client acknowledges each delivery it received.
+	// changes, the client acknowledges each delivery it received. A client
+	// that declares Capabilities.deliveries may get several deliveries in one
+	// frame.
 	Session(grpc.BidiStreamingServer[SessionRequest, SessionResponse]) error
 	mustEmbedUnimplementedClientServiceServer()
 }
