@@ -139,6 +139,22 @@ func (o *Outbox) UpdateLocation(req *roamingv1.UpdateLocationRequest) error {
 // drainBatch is how many entries one round sends.
 const drainBatch = 1024
 
+// maxRounds is how many rounds may be in flight to the peer at once. A
+// message that arrives while a round is out goes in the next round at
+// once instead of waiting a round trip for the one before it; the Submit
+// stream keeps them in order and the window bounds what is outstanding.
+const maxRounds = 8
+
+// round is one read of the outbox on its way to the peer.
+type round struct {
+	entries []*recordv1.OutboxEntry
+	// barrier rounds carry location updates: they go out alone, after
+	// everything before them was answered and before anything after.
+	barrier  bool
+	outcomes []outcome
+	done     chan struct{}
+}
+
 func (o *Outbox) run() {
 	defer close(o.done)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -148,34 +164,70 @@ func (o *Outbox) run() {
 		cancel()
 	}()
 	backoff := 50 * time.Millisecond
-	// from is where the next read starts: everything before it has been
-	// answered for good and removed, so reads do not wade through the
-	// deletions of a long drain.
-	var from uint64
+	// after is where the next read starts: everything up to it is in
+	// flight or has been answered for good and removed, so reads do not
+	// wade through the deletions of a long drain.
+	var after uint64
+	var inflight []*round
+	// retryFrom, while failed, is the first seq a failed round left in
+	// the outbox; no round starts until those in flight are settled.
+	var failed bool
+	var retryFrom uint64
 	// behind is when a round last failed to drain, zero while the outbox
 	// keeps up; caughtUp counts what went out since.
 	var behind time.Time
 	var caughtUp int
 	for {
-		entries, err := o.store.Outbox(o.peer, from, drainBatch)
-		if err != nil {
-			o.log.Error("outbox unreadable", slog.Any("err", err))
-		}
-		if len(entries) == 0 {
-			select {
-			case <-o.stop:
-				return
-			case <-o.wake:
-			case <-time.After(time.Second):
+		if !failed && len(inflight) < maxRounds && (len(inflight) == 0 || !inflight[len(inflight)-1].barrier) {
+			entries, err := o.store.Outbox(o.peer, after, drainBatch)
+			if err != nil {
+				o.log.Error("outbox unreadable", slog.Any("err", err))
 			}
+			if len(entries) > 0 {
+				r := &round{entries: entries, barrier: hasLocation(entries), done: make(chan struct{})}
+				if !r.barrier || len(inflight) == 0 {
+					go o.send(ctx, r)
+					inflight = append(inflight, r)
+					after = entries[len(entries)-1].GetSeq()
+					continue
+				}
+			}
+		}
+		var head <-chan struct{}
+		var idle <-chan time.Time
+		if len(inflight) > 0 {
+			head = inflight[0].done
+		} else {
+			idle = time.After(time.Second)
+		}
+		select {
+		case <-o.stop:
+			for _, r := range inflight {
+				<-r.done
+			}
+			return
+		case <-o.wake:
+			continue
+		case <-idle:
+			continue
+		case <-head:
+		}
+		r := inflight[0]
+		inflight = inflight[1:]
+		all, firstLeft := o.settle(r)
+		if !all && (!failed || firstLeft < retryFrom) {
+			retryFrom = firstLeft
+		}
+		failed = failed || !all
+		if all && !behind.IsZero() {
+			caughtUp += len(r.entries)
+		}
+		if len(inflight) > 0 {
 			continue
 		}
-		all, firstLeft := o.drain(ctx, entries)
-		from = firstLeft - 1
-		if all {
+		if !failed {
 			backoff = 50 * time.Millisecond
 			if !behind.IsZero() {
-				caughtUp += len(entries)
 				if items, _, _ := o.store.OutboxDepth(o.peer); items == 0 {
 					o.log.Info("outbox caught up", slog.Int("sent", caughtUp), slog.Float64("behind_s", time.Since(behind).Seconds()))
 					behind, caughtUp = time.Time{}, 0
@@ -183,6 +235,9 @@ func (o *Outbox) run() {
 			}
 			continue
 		}
+		// Every round is settled and one failed: read again from the
+		// first entry left, after a pause.
+		after, failed = retryFrom-1, false
 		if behind.IsZero() {
 			behind = time.Now()
 			items, bytes, _ := o.store.OutboxDepth(o.peer)
@@ -200,11 +255,20 @@ func (o *Outbox) run() {
 	}
 }
 
-// drain sends one round of entries, in order, and removes those answered
-// for good. It reports whether all were, and the first seq still in the
-// outbox after the round's.
-func (o *Outbox) drain(ctx context.Context, entries []*recordv1.OutboxEntry) (bool, uint64) {
-	outcomes := make([]outcome, len(entries))
+func hasLocation(entries []*recordv1.OutboxEntry) bool {
+	for _, e := range entries {
+		if e.GetLocation() != nil {
+			return true
+		}
+	}
+	return false
+}
+
+// send sends one round of entries, in order, and records each outcome.
+func (o *Outbox) send(ctx context.Context, r *round) {
+	defer close(r.done)
+	entries := r.entries
+	r.outcomes = make([]outcome, len(entries))
 	// Runs of submits go to the submitter together, in order; a location
 	// update waits for the submits before it.
 	var run []int
@@ -218,7 +282,7 @@ func (o *Outbox) drain(ctx context.Context, entries []*recordv1.OutboxEntry) (bo
 		}
 		res, errs := o.sub.SubmitAll(ctx, msgs)
 		for j, i := range run {
-			outcomes[i] = outcome{res: res[j], err: errs[j]}
+			r.outcomes[i] = outcome{res: res[j], err: errs[j]}
 		}
 		run = run[:0]
 	}
@@ -228,17 +292,24 @@ func (o *Outbox) drain(ctx context.Context, entries []*recordv1.OutboxEntry) (bo
 			run = append(run, i)
 		case *recordv1.OutboxEntry_Location:
 			flush()
-			outcomes[i].err = o.location(ctx, &roamingv1.UpdateLocationRequest{
+			r.outcomes[i].err = o.location(ctx, &roamingv1.UpdateLocationRequest{
 				UserId: w.Location.GetUserId(), Region: w.Location.GetRegion(), Online: w.Location.GetOnline(),
 			})
 		}
 	}
 	flush()
+}
+
+// settle removes the entries of a sent round that were answered for good
+// and hands out their outcomes. It reports whether all were, and the
+// first seq the round left in the outbox.
+func (o *Outbox) settle(r *round) (bool, uint64) {
+	entries := r.entries
 	var done []uint64
 	all := true
 	firstLeft := entries[len(entries)-1].GetSeq() + 1
 	for i, e := range entries {
-		if transient(outcomes[i].err) {
+		if transient(r.outcomes[i].err) {
 			if all {
 				firstLeft = e.GetSeq()
 			}
@@ -246,12 +317,12 @@ func (o *Outbox) drain(ctx context.Context, entries []*recordv1.OutboxEntry) (bo
 			continue
 		}
 		done = append(done, e.GetSeq())
-		o.finish(e, outcomes[i])
+		o.finish(e, r.outcomes[i])
 	}
 	if err := o.store.Dequeue(o.peer, done...); err != nil {
 		o.log.Error("outbox dequeue failed", slog.Any("err", err))
 		// Read the round again rather than skip what stayed.
-		firstLeft = entries[0].GetSeq()
+		return false, entries[0].GetSeq()
 	}
 	return all, firstLeft
 }
