@@ -52,14 +52,23 @@ func dirVersionKey(owner string, batch uint32) []byte {
 	return key(tagDirVersion, owner, batchPart(batch))
 }
 
-// Locate returns the directory record of a user, username or group.
+// Locate returns the directory record of a user, username or group. The
+// record is shared: callers must not modify it.
 func (s *Store) Locate(kind roamingv1.DirectoryKind, k string) (*roamingv1.DirectoryRecord, error) {
-	rec := new(roamingv1.DirectoryRecord)
-	ok, err := s.get(dirKey(kind, k), rec)
-	if err != nil {
-		return nil, err
+	dk := dirKey(kind, k)
+	rec, gen, ok := s.dirCache.get(dk)
+	if !ok {
+		rec = new(roamingv1.DirectoryRecord)
+		found, err := s.get(dk, rec)
+		if err != nil {
+			return nil, err
+		}
+		if !found {
+			return nil, ErrNotInDirectory
+		}
+		s.dirCache.put(dk, rec, gen)
 	}
-	if !ok || rec.GetDeleted() {
+	if rec.GetDeleted() {
 		return nil, ErrNotInDirectory
 	}
 	return rec, nil
@@ -188,6 +197,7 @@ func (s *Store) SetLocation(userID, location string) error {
 	if err := b.Commit(pebble.Sync); err != nil {
 		return fmt.Errorf("pebble commit location: %w", err)
 	}
+	s.dirCache.invalidate(dirKey(roamingv1.DirectoryKind_DIRECTORY_KIND_USER, userID))
 	return nil
 }
 
@@ -265,7 +275,10 @@ func (s *Store) ApplyDirectory(owner string, updates []*roamingv1.BatchUpdate) e
 		return nil
 	}
 	// Peer records can always be fetched again; no sync needed.
-	if err := b.Commit(pebble.NoSync); err != nil {
+	err := b.Commit(pebble.NoSync)
+	// A full update may have deleted any record of the batch.
+	s.dirCache.invalidate(nil)
+	if err != nil {
 		return fmt.Errorf("pebble commit directory: %w", err)
 	}
 	return nil
@@ -293,7 +306,9 @@ func (s *Store) CacheDirectory(rec *roamingv1.DirectoryRecord) error {
 	if err != nil {
 		return err
 	}
-	if err := s.db.Set(dirKey(rec.GetKind(), rec.GetKey()), v, pebble.NoSync); err != nil {
+	err = s.db.Set(dirKey(rec.GetKind(), rec.GetKey()), v, pebble.NoSync)
+	s.dirCache.invalidate(dirKey(rec.GetKind(), rec.GetKey()))
+	if err != nil {
 		return fmt.Errorf("pebble set directory: %w", err)
 	}
 	return nil
@@ -438,7 +453,9 @@ func (s *Store) ResyncDirectory() (ResyncResult, error) {
 		}
 		_ = b.Set(dirVersionKey(s.region, batch), v, nil)
 	}
-	if err := b.Commit(pebble.Sync); err != nil {
+	err = b.Commit(pebble.Sync)
+	s.dirCache.invalidate(nil)
+	if err != nil {
 		return ResyncResult{}, fmt.Errorf("pebble commit resync: %w", err)
 	}
 	return res, nil

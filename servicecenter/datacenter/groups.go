@@ -133,7 +133,11 @@ func (s *Store) writeGroup(old, g *recordv1.Group, dir ...*roamingv1.DirectoryRe
 			_ = b.Set(key(tagMembership, u, g.GetId()), nil, nil)
 		}
 	}
-	if err := b.Commit(pebble.Sync); err != nil {
+	err = b.Commit(pebble.Sync)
+	if len(dir) > 0 && dir[0] != nil {
+		s.dirCache.invalidate(nil)
+	}
+	if err != nil {
 		return fmt.Errorf("pebble commit group: %w", err)
 	}
 	s.groupsMu.Lock()

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	recordv1 "github.com/roamfed/roamfed/api/record/v1"
+	roamingv1 "github.com/roamfed/roamfed/api/roaming/v1"
 )
 
 // Domain errors. The RPC boundary maps them to gRPC status codes
@@ -72,6 +73,12 @@ type Store struct {
 	groupsMu sync.RWMutex
 	groups   map[string]*recordv1.Group // decoded group records; never modified in place
 
+	// dirCache holds directory records by key, shared with callers of
+	// Locate, who must not modify them; sessions holds login sessions by
+	// token key.
+	dirCache *readCache[*roamingv1.DirectoryRecord]
+	sessions *readCache[*recordv1.SessionToken]
+
 	commits  *committer
 	outbox   outbox
 	onCommit atomic.Pointer[func([]*recordv1.Message)]
@@ -118,6 +125,9 @@ func Open(dir string, opts Options) (*Store, error) {
 		region: opts.Region,
 		groups: make(map[string]*recordv1.Group),
 		closed: make(chan struct{}),
+
+		dirCache: newReadCache[*roamingv1.DirectoryRecord](1 << 18),
+		sessions: newReadCache[*recordv1.SessionToken](1 << 16),
 	}
 	s.observe = opts.CommitObserver
 	s.outbox = outbox{max: opts.MaxOutbox, peers: make(map[string]*outboxQueue)}

@@ -39,7 +39,9 @@ func (s *Store) CreateUser(u *recordv1.User) error {
 			return err
 		}
 	}
-	if err := b.Commit(pebble.Sync); err != nil {
+	err = b.Commit(pebble.Sync)
+	s.dirCache.invalidate(nil)
+	if err != nil {
 		return fmt.Errorf("pebble commit user: %w", err)
 	}
 	return nil
@@ -86,7 +88,9 @@ func (s *Store) PutSession(token string, rec *recordv1.SessionToken) error {
 	if err != nil {
 		return err
 	}
-	if err := s.db.Set(TokenKey(token), v, pebble.Sync); err != nil {
+	err = s.db.Set(TokenKey(token), v, pebble.Sync)
+	s.sessions.invalidate(TokenKey(token))
+	if err != nil {
 		return fmt.Errorf("pebble set session: %w", err)
 	}
 	return nil
@@ -95,12 +99,20 @@ func (s *Store) PutSession(token string, rec *recordv1.SessionToken) error {
 // Session returns the live session for a token. An expired one is
 // ErrSessionNotFound.
 func (s *Store) Session(token string, now time.Time) (*recordv1.SessionToken, error) {
-	rec := new(recordv1.SessionToken)
-	ok, err := s.get(TokenKey(token), rec)
-	if err != nil {
-		return nil, err
+	tk := TokenKey(token)
+	rec, gen, ok := s.sessions.get(tk)
+	if !ok {
+		rec = new(recordv1.SessionToken)
+		found, err := s.get(tk, rec)
+		if err != nil {
+			return nil, err
+		}
+		if !found {
+			return nil, ErrSessionNotFound
+		}
+		s.sessions.put(tk, rec, gen)
 	}
-	if !ok || !now.Before(rec.GetExpiresAt().AsTime()) {
+	if !now.Before(rec.GetExpiresAt().AsTime()) {
 		return nil, ErrSessionNotFound
 	}
 	return rec, nil
@@ -111,7 +123,9 @@ func (s *Store) DeleteSession(token string) error {
 	if s.isClosed() {
 		return ErrClosed
 	}
-	if err := s.db.Delete(TokenKey(token), pebble.Sync); err != nil {
+	err := s.db.Delete(TokenKey(token), pebble.Sync)
+	s.sessions.invalidate(TokenKey(token))
+	if err != nil {
 		return fmt.Errorf("pebble delete session: %w", err)
 	}
 	return nil
@@ -146,7 +160,9 @@ func (s *Store) DeleteExpiredSessions(now time.Time, limit int) (int, error) {
 	if n == 0 {
 		return 0, nil
 	}
-	if err := b.Commit(pebble.NoSync); err != nil {
+	err = b.Commit(pebble.NoSync)
+	s.sessions.invalidate(nil)
+	if err != nil {
 		return 0, fmt.Errorf("pebble commit: %w", err)
 	}
 	return n, nil
