@@ -27,6 +27,7 @@ import (
 )
 
 func main() {
+	stack.RaiseProcs()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := newRootCmd().ExecuteContext(ctx); err != nil {
@@ -87,6 +88,8 @@ func run(ctx context.Context, cfg config) error {
 		NATSURL:    cfg.NATSURL,
 		Limits:     cfg.Limits,
 		Logger:     log,
+		// Only a federated region uses them.
+		RoamingLimits: cfg.RoamingLimits,
 	}
 	if cfg.ClientTLSCert != "" {
 		kp, err := tls.LoadX509KeyPair(cfg.ClientTLSCert, cfg.ClientTLSKey)

@@ -24,9 +24,13 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/roamfed/roamfed/internal/stack"
 )
 
 func main() {
+	// The regions roambench starts in its process run as regiond does.
+	stack.RaiseProcs()
 	cfg, err := parseFlags(os.Args[1:], os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return
