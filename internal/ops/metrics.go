@@ -237,15 +237,23 @@ func (c *countingStream) SendMsg(msg any) error {
 	}
 	switch k := r.GetKind().(type) {
 	case *clientv1.SessionResponse_Delivery:
-		if k.Delivery.GetAttempt() > 1 {
-			c.m.resends.Add(1)
-		} else {
-			c.m.deliveries.Add(1)
+		c.m.countDelivery(k.Delivery)
+	case *clientv1.SessionResponse_Deliveries:
+		for _, d := range k.Deliveries.GetDeliveries() {
+			c.m.countDelivery(d)
 		}
 	case *clientv1.SessionResponse_CatchUp:
 		c.m.catchUps.Add(1)
 	}
 	return nil
+}
+
+func (m *Metrics) countDelivery(d *clientv1.Delivery) {
+	if d.GetAttempt() > 1 {
+		m.resends.Add(1)
+	} else {
+		m.deliveries.Add(1)
+	}
 }
 
 // Counters are the region's running totals, as the status page shows them.

@@ -105,9 +105,9 @@ func (r *region) shutdown() error {
 
 // newClient dials addr; the connection is closed in t.Cleanup, before the
 // region it talks to is shut down.
-func newClient(t *testing.T, addr string) clientv1.ClientServiceClient {
+func newClient(t *testing.T, addr string, opts ...grpc.DialOption) clientv1.ClientServiceClient {
 	t.Helper()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts...)...)
 	if err != nil {
 		t.Fatalf("grpc.NewClient %s: %v", addr, err)
 	}
@@ -289,17 +289,48 @@ type session struct {
 	closed sync.Once
 	done   chan struct{} // closed when the reader has stopped
 	err    error         // why the stream ended; read after done
+	// queued holds the rest of a Deliveries frame nextDelivery took.
+	queued []*clientv1.Delivery
+
+	mu sync.Mutex
+	// hold, while not nil, stops the reader before its next Recv until it
+	// is closed.
+	hold chan struct{}
+}
+
+// sessionConfig is how openSessionWith opens a stream.
+type sessionConfig struct {
+	// client defaults to the region's.
+	client clientv1.ClientServiceClient
+	// deliveries declares that the client reads Deliveries frames.
+	deliveries bool
 }
 
 // openSession starts a Session stream as u and returns it without reading
 // anything; the stream is cancelled in t.Cleanup.
 func (r *region) openSession(t *testing.T, u *user) *session {
 	t.Helper()
+	return r.openSessionWith(t, u, sessionConfig{})
+}
+
+// openSessionWith is openSession as c says.
+func (r *region) openSessionWith(t *testing.T, u *user, c sessionConfig) *session {
+	t.Helper()
+	if c.client == nil {
+		c.client = r.client
+	}
 	ctx, cancel := context.WithCancel(u.ctx)
-	stream, err := r.client.Session(ctx)
+	stream, err := c.client.Session(ctx)
 	if err != nil {
 		cancel()
 		t.Fatalf("Session: %v", err)
+	}
+	if c.deliveries {
+		err := stream.Send(&clientv1.SessionRequest{Kind: &clientv1.SessionRequest_Capabilities{Capabilities: &clientv1.Capabilities{Deliveries: true}}})
+		if err != nil {
+			cancel()
+			t.Fatalf("Send Capabilities: %v", err)
+		}
 	}
 	s := &session{
 		t:      t,
@@ -312,6 +343,17 @@ func (r *region) openSession(t *testing.T, u *user) *session {
 	go func() {
 		defer close(s.done)
 		for {
+			s.mu.Lock()
+			hold := s.hold
+			s.mu.Unlock()
+			if hold != nil {
+				select {
+				case <-hold:
+				case <-s.stop:
+					s.err = errors.New("closed by the test")
+					return
+				}
+			}
 			r, err := stream.Recv()
 			if err != nil {
 				s.err = err
@@ -332,12 +374,47 @@ func (r *region) openSession(t *testing.T, u *user) *session {
 // startSession opens a Session stream as u and returns it with its Ready.
 func (r *region) startSession(t *testing.T, u *user) (*session, *clientv1.Ready) {
 	t.Helper()
-	s := r.openSession(t, u)
+	return r.startSessionWith(t, u, sessionConfig{})
+}
+
+// startSessionWith is startSession as c says. The capabilities c declares
+// are in force when it returns.
+func (r *region) startSessionWith(t *testing.T, u *user, c sessionConfig) (*session, *clientv1.Ready) {
+	t.Helper()
+	s := r.openSessionWith(t, u, c)
 	f := s.next()
 	if f.GetReady() == nil {
 		t.Fatalf("first frame is %v, want Ready", f)
 	}
+	if c.deliveries {
+		// The server applies a session's frames in order: once the Pong
+		// is back, so are the capabilities.
+		const nonce = 1<<64 - 1
+		s.ping(nonce)
+		s.nextMatching("Pong", func(f *clientv1.SessionResponse) bool { return f.GetPong().GetNonce() == nonce })
+	}
 	return s, f.GetReady()
+}
+
+// pause stops the reader after at most one more frame, until resume. The
+// frames the server sends meanwhile wait in gRPC's flow-control windows,
+// and once those are full, in the session's queue.
+func (s *session) pause() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.hold == nil {
+		s.hold = make(chan struct{})
+	}
+}
+
+// resume lets a paused reader go on.
+func (s *session) resume() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.hold != nil {
+		close(s.hold)
+		s.hold = nil
+	}
 }
 
 // close cancels the stream and waits for the reader to stop.
@@ -411,15 +488,23 @@ func (s *session) nextMatching(what string, match func(*clientv1.SessionResponse
 	}
 }
 
-// nextDelivery skips presence frames and returns the next delivery; any
-// other frame fails the test.
+// nextDelivery skips presence frames and returns the next delivery, of a
+// Delivery frame or in a Deliveries frame; any other frame fails the test.
 func (s *session) nextDelivery() *clientv1.Delivery {
 	s.t.Helper()
+	if len(s.queued) > 0 {
+		d := s.queued[0]
+		s.queued = s.queued[1:]
+		return d
+	}
 	for {
 		f := s.next()
 		switch {
 		case f.GetDelivery() != nil:
 			return f.GetDelivery()
+		case len(f.GetDeliveries().GetDeliveries()) > 0:
+			s.queued = f.GetDeliveries().GetDeliveries()[1:]
+			return f.GetDeliveries().GetDeliveries()[0]
 		case f.GetPresence() != nil:
 			continue
 		default:

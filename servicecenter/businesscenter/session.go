@@ -6,10 +6,13 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 
 	clientv1 "github.com/roamfed/roamfed/api/client/v1"
 	"github.com/roamfed/roamfed/internal/ids"
@@ -80,16 +83,8 @@ func (s *Server) Session(stream clientv1.ClientService_SessionServer) error {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case r := <-ss.out:
-				if err := stream.Send(r); err != nil {
-					errc <- err
-					return
-				}
-			}
+		if err := ss.write(ctx, stream); err != nil {
+			errc <- err
 		}
 	}()
 	// The reader blocks in Recv until the stream ends, which happens only
@@ -136,6 +131,79 @@ loop:
 // deliveries: presence, catch-up notices, pongs.
 const controlSlots = 64
 
+// A Deliveries frame holds at most maxBatchDeliveries deliveries and
+// maxBatchBytes of them (a delivery larger than that goes alone, in a
+// Delivery frame). The server sets no send limit; the bound is the 4 MiB a
+// gRPC client receives by default, with room to spare.
+const (
+	maxBatchDeliveries = 256
+	maxBatchBytes      = 1 << 20
+)
+
+// write sends the session's queued frames in order until ctx ends or a Send
+// fails. For a client that reads Deliveries frames, the deliveries queued
+// behind the one taken go in the same frame, up to the first frame that is
+// not a delivery, which follows the batch.
+func (ss *session) write(ctx context.Context, stream clientv1.ClientService_SessionServer) error {
+	var held *clientv1.SessionResponse
+	for {
+		r := held
+		held = nil
+		if r == nil {
+			select {
+			case <-ctx.Done():
+				return nil
+			case r = <-ss.out:
+			}
+		}
+		if r.GetDelivery() != nil && ss.batching.Load() {
+			r, held = ss.batch(r)
+		}
+		if err := stream.Send(r); err != nil {
+			return err
+		}
+	}
+}
+
+// batch takes, without waiting, the deliveries queued behind first, a
+// Delivery frame, and returns the frame that carries them all with the
+// frame taken that did not fit (nil when none was).
+func (ss *session) batch(first *clientv1.SessionResponse) (frame, held *clientv1.SessionResponse) {
+	ds := []*clientv1.Delivery{first.GetDelivery()}
+	size := batchedSize(ds[0])
+take:
+	for len(ds) < maxBatchDeliveries {
+		select {
+		case r := <-ss.out:
+			d := r.GetDelivery()
+			if d == nil {
+				held = r
+				break take
+			}
+			n := batchedSize(d)
+			if size+n > maxBatchBytes {
+				held = r
+				break take
+			}
+			ds = append(ds, d)
+			size += n
+		default:
+			break take
+		}
+	}
+	if len(ds) == 1 {
+		return first, held
+	}
+	return &clientv1.SessionResponse{Kind: &clientv1.SessionResponse_Deliveries{Deliveries: &clientv1.Deliveries{Deliveries: ds}}}, held
+}
+
+// batchedSize is what d adds to a Deliveries frame: itself, its tag and
+// its length.
+func batchedSize(d *clientv1.Delivery) int {
+	n := proto.Size(d)
+	return 1 + protowire.SizeVarint(uint64(n)) + n
+}
+
 type session struct {
 	id, userID, username string
 	home                 string
@@ -143,6 +211,9 @@ type session struct {
 	cancel               context.CancelCauseFunc
 	maxQueued            int
 	out                  chan *clientv1.SessionResponse
+	// batching is set when the client declared that it reads Deliveries
+	// frames.
+	batching atomic.Bool
 
 	mu      sync.Mutex
 	closed  bool
@@ -240,6 +311,8 @@ func (ss *session) handle(req *clientv1.SessionRequest) {
 		if resume {
 			ss.resume()
 		}
+	case *clientv1.SessionRequest_Capabilities:
+		ss.batching.Store(k.Capabilities.GetDeliveries())
 	case *clientv1.SessionRequest_Ping:
 		ss.control(&clientv1.SessionResponse{Kind: &clientv1.SessionResponse_Pong{Pong: &clientv1.Pong{Nonce: k.Ping.GetNonce()}}})
 	}

@@ -517,7 +517,7 @@ func (s *session) expectNoDelivery(d time.Duration) {
 			}
 			return
 		}
-		if f.GetDelivery() != nil || f.GetCatchUp() != nil {
+		if f.GetDelivery() != nil || f.GetDeliveries() != nil || f.GetCatchUp() != nil {
 			s.t.Fatalf("got %v; want nothing more", f)
 		}
 	}
