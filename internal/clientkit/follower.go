@@ -194,6 +194,13 @@ func (f *Follower) runStream(ctx context.Context) error {
 		cancel()
 		return err
 	}
+	// The follower reads Deliveries frames; a region that predates them
+	// ignores the frame.
+	caps := &clientv1.SessionRequest{Kind: &clientv1.SessionRequest_Capabilities{Capabilities: &clientv1.Capabilities{Deliveries: true}}}
+	if err := stream.Send(caps); err != nil {
+		cancel()
+		return fmt.Errorf("capabilities: %w", err)
+	}
 	events := make(chan *clientv1.SessionResponse)
 	recvErr := make(chan error, 1)
 	var wg sync.WaitGroup
@@ -303,12 +310,12 @@ func (f *Follower) handle(ctx context.Context, r *clientv1.SessionResponse, ack 
 	now := time.Now()
 	switch k := r.GetKind().(type) {
 	case *clientv1.SessionResponse_Delivery:
-		d := k.Delivery
-		if f.cfg.OnArrival != nil {
-			f.cfg.OnArrival(Arrival{Message: d.GetMessage(), Source: Live, Attempt: d.GetAttempt(), At: now})
+		return ack(f.live(k.Delivery, now, nil))
+	case *clientv1.SessionResponse_Deliveries:
+		var ids []uint64
+		for _, d := range k.Deliveries.GetDeliveries() {
+			ids = f.live(d, now, ids)
 		}
-		ready, ids := f.box.add(d.GetMessage(), Live, d.GetDeliveryId())
-		f.release(ready, now)
 		return ack(ids)
 	case *clientv1.SessionResponse_CatchUp:
 		if f.cfg.OnCatchUp != nil {
@@ -326,6 +333,17 @@ func (f *Follower) handle(ctx context.Context, r *clientv1.SessionResponse, ack 
 		}
 	}
 	return nil
+}
+
+// live takes one delivery from the stream and returns ids with those to
+// acknowledge now appended.
+func (f *Follower) live(d *clientv1.Delivery, now time.Time, ids []uint64) []uint64 {
+	if f.cfg.OnArrival != nil {
+		f.cfg.OnArrival(Arrival{Message: d.GetMessage(), Source: Live, Attempt: d.GetAttempt(), At: now})
+	}
+	ready, a := f.box.add(d.GetMessage(), Live, d.GetDeliveryId())
+	f.release(ready, now)
+	return append(ids, a...)
 }
 
 // due returns the groups whose history should be read now.
