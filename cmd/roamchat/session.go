@@ -146,6 +146,13 @@ func (f *follower) runStream(ctx context.Context) error {
 		cancel()
 		return err
 	}
+	// roamchat reads Deliveries frames; a region that predates them
+	// ignores the frame.
+	caps := &clientv1.SessionRequest{Kind: &clientv1.SessionRequest_Capabilities{Capabilities: &clientv1.Capabilities{Deliveries: true}}}
+	if err := stream.Send(caps); err != nil {
+		cancel()
+		return fmt.Errorf("session: capabilities: %w", err)
+	}
 	events := make(chan *clientv1.SessionResponse)
 	recvErr := make(chan error, 1)
 	var wg sync.WaitGroup
@@ -289,14 +296,12 @@ func (f *follower) finish(ctx context.Context, ack func([]uint64) error, err err
 func (f *follower) handle(ctx context.Context, r *clientv1.SessionResponse, ack func([]uint64) error) error {
 	switch k := r.GetKind().(type) {
 	case *clientv1.SessionResponse_Delivery:
-		m := k.Delivery.GetMessage()
-		if !f.wants(m.GetGroupId()) {
-			// Not acknowledged: this client did not show it, and an
-			// acknowledgement would mark it read.
-			return nil
+		return ack(f.live(ctx, k.Delivery, nil))
+	case *clientv1.SessionResponse_Deliveries:
+		var ids []uint64
+		for _, d := range k.Deliveries.GetDeliveries() {
+			ids = f.live(ctx, d, ids)
 		}
-		ready, ids := f.box.add(m, k.Delivery.GetDeliveryId())
-		f.print(ctx, ready)
 		return ack(ids)
 	case *clientv1.SessionResponse_Presence:
 		f.presence(k.Presence)
@@ -311,6 +316,20 @@ func (f *follower) handle(ctx context.Context, r *clientv1.SessionResponse, ack 
 		f.snapshot(k.Ready.GetOnline())
 	}
 	return nil
+}
+
+// live prints what one delivery makes ready and returns ids with the
+// deliveries to acknowledge now appended.
+func (f *follower) live(ctx context.Context, d *clientv1.Delivery, ids []uint64) []uint64 {
+	m := d.GetMessage()
+	if !f.wants(m.GetGroupId()) {
+		// Not acknowledged: this client did not show it, and an
+		// acknowledgement would mark it read.
+		return ids
+	}
+	ready, a := f.box.add(m, d.GetDeliveryId())
+	f.print(ctx, ready)
+	return append(ids, a...)
 }
 
 func (f *follower) wants(group string) bool {
