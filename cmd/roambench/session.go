@@ -23,6 +23,10 @@ type sessions struct {
 	wg     sync.WaitGroup
 }
 
+// capabilities is the first frame of every session: the receive loop
+// reads Deliveries frames.
+var capabilities = &clientv1.SessionRequest{Kind: &clientv1.SessionRequest_Capabilities{Capabilities: &clientv1.Capabilities{Deliveries: true}}}
+
 // catchUpQueue bounds the CatchUp notices waiting for one session's fetcher;
 // the server sends at most one per group at a time.
 const catchUpQueue = 64
@@ -39,6 +43,10 @@ func openSessions(ctx context.Context, pop *population, l *ledger) (*sessions, e
 			stream, err := u.client.Session(u.authed(sctx))
 			if err != nil {
 				return fmt.Errorf("session of %s at %s: %w", u.name, pop.regions[u.region], err)
+			}
+			if err := stream.Send(capabilities); err != nil {
+				_ = stream.CloseSend()
+				return fmt.Errorf("session of %s at %s: capabilities: %w", u.name, pop.regions[u.region], err)
 			}
 			ready := make(chan error, 1)
 			go func() {
@@ -103,14 +111,9 @@ func (s *session) receive(ctx context.Context) {
 		}
 		switch k := resp.GetKind().(type) {
 		case *clientv1.SessionResponse_Delivery:
-			s.ledger.delivered(s.u, k.Delivery)
-			s.mu.Lock()
-			s.ids = append(s.ids, k.Delivery.GetDeliveryId())
-			s.mu.Unlock()
-			select {
-			case s.wake <- struct{}{}:
-			default:
-			}
+			s.delivered(k.Delivery)
+		case *clientv1.SessionResponse_Deliveries:
+			s.delivered(k.Deliveries.GetDeliveries()...)
 		case *clientv1.SessionResponse_CatchUp:
 			select {
 			case s.catchUps <- k.CatchUp:
@@ -121,7 +124,24 @@ func (s *session) receive(ctx context.Context) {
 	}
 }
 
-// ack is the only goroutine that sends on the stream.
+// delivered records the deliveries of one frame and hands their ids to the
+// acker.
+func (s *session) delivered(ds ...*clientv1.Delivery) {
+	for _, d := range ds {
+		s.ledger.delivered(s.u, d)
+	}
+	s.mu.Lock()
+	for _, d := range ds {
+		s.ids = append(s.ids, d.GetDeliveryId())
+	}
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// ack is the only goroutine that sends on the stream once it is open.
 func (s *session) ack(ctx context.Context) {
 	for {
 		select {
