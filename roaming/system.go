@@ -68,8 +68,10 @@ type System struct {
 	mesh   *mesh.Mesh
 	direct *resourcepool.Peers // heartbeats and relays: always direct
 	peers  *resourcepool.Peers // traffic: over the mesh's best route
-	data   *dataservice.Client
-	router *business.Router
+	// limiter is the listener's request budget per peer.
+	limiter *resourcepool.RateLimiter
+	data    *dataservice.Client
+	router  *business.Router
 
 	submitters map[string]*business.Submitter
 	deliverers map[string]*business.Deliverer
@@ -159,6 +161,7 @@ func New(cfg Config) (*System, error) {
 		mesh:       m,
 		direct:     direct,
 		peers:      peers,
+		limiter:    resourcepool.NewRateLimiter(cfg.Self, cfg.Federation.Names(), cfg.Limits),
 		data:       dataservice.NewClient(cfg.Self, peers, cfg.Store, log),
 		submitters: make(map[string]*business.Submitter),
 		deliverers: make(map[string]*business.Deliverer),
@@ -201,6 +204,8 @@ func (s *System) Start(home *businesscenter.Home, local business.Local) error {
 	} else {
 		opts = resourcepool.ServerOptions(s.cfg.Self, s.cfg.Federation.Names())
 	}
+	// The request budget counts only callers the identity check let in.
+	opts = append(opts, s.limiter.ServerOptions()...)
 	opts = append(opts,
 		grpc.ChainUnaryInterceptor(rpcstatus.UnaryServerInterceptor(s.log)),
 		grpc.ChainStreamInterceptor(rpcstatus.StreamServerInterceptor(s.log)),
@@ -387,26 +392,30 @@ func (s *System) drillPeer(ctx context.Context, peer string, cut bool, reason st
 }
 
 // PeerStatus is one peer's row in the region's status: the link, the
-// route and the work waiting for the peer.
+// route, the work waiting for the peer, and what was refused of the peer.
 type PeerStatus struct {
 	mesh.LinkStatus
 	OutboxItems      int
 	OutboxBytes      int64
 	QueuedDeliveries int
 	Window           resourcepool.WindowUsage
+	// RateRefused counts the peer's requests refused by the per-peer
+	// rate limit (Limits.PeerRate, PeerBurst).
+	RateRefused uint64
 }
 
 // Status returns a row per peer, by name.
 func (s *System) Status() []PeerStatus {
 	links := s.mesh.Status()
 	usage := s.peers.Usage()
+	refused := s.limiter.Refused()
 	out := make([]PeerStatus, len(links))
 	for i, l := range links {
 		items, bytes, err := s.cfg.Store.OutboxDepth(l.Peer)
 		if err != nil {
 			s.log.Warn("outbox depth unreadable", slog.String("peer", l.Peer), slog.Any("err", err))
 		}
-		out[i] = PeerStatus{LinkStatus: l, OutboxItems: items, OutboxBytes: bytes, Window: usage[l.Peer]}
+		out[i] = PeerStatus{LinkStatus: l, OutboxItems: items, OutboxBytes: bytes, Window: usage[l.Peer], RateRefused: refused[l.Peer]}
 		if d, ok := s.deliverers[l.Peer]; ok {
 			out[i].QueuedDeliveries = d.Queued()
 		}

@@ -13,6 +13,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/roamfed/roamfed/internal/validate"
+	roamingpool "github.com/roamfed/roamfed/roaming/resourcepool"
 	"github.com/roamfed/roamfed/servicecenter/resourcepool"
 )
 
@@ -35,6 +36,9 @@ type config struct {
 	LogFormat       string              `yaml:"log_format"`
 	ShutdownTimeout time.Duration       `yaml:"shutdown_timeout"`
 	Limits          resourcepool.Limits `yaml:"limits"`
+	// RoamingLimits is the budget for cross-region work, the rate of
+	// requests each peer may make here (peer_rate, peer_burst) included.
+	RoamingLimits roamingpool.Limits `yaml:"roaming_limits"`
 }
 
 // Where a region on its own listens by default; in a federation the file
@@ -52,6 +56,7 @@ func defaultConfig() config {
 		LogFormat:       "text",
 		ShutdownTimeout: shutdownGrace,
 		Limits:          resourcepool.DefaultLimits(),
+		RoamingLimits:   roamingpool.DefaultLimits(),
 	}
 }
 
@@ -144,6 +149,9 @@ func loadConfig(file string, flags config, changed func(string) bool) (config, e
 	}
 	if err := cfg.Limits.Validate(); err != nil {
 		return config{}, fmt.Errorf("limits in %s: %w", origin, err)
+	}
+	if err := cfg.RoamingLimits.Validate(); err != nil {
+		return config{}, fmt.Errorf("roaming_limits in %s: %w", origin, err)
 	}
 	return cfg, nil
 }

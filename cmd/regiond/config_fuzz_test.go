@@ -23,6 +23,9 @@ func FuzzLoadConfig(f *testing.F) {
 		"limits:\n  maxsessions: 10\n  maxmessagebytes: 1024\n  sendrate: 2.5\n  sendburst: 5\n  maxqueuedpersession: 16\n",
 		"limits:\n  sendrate: .nan\n",
 		"limits:\n  maxsessions: -1\n",
+		"roaming_limits:\n  peer_rate: 100\n  peer_burst: 200\n  call_timeout: 2s\n",
+		"roaming_limits:\n  peer_rate: -1\n",
+		"roaming_limits:\n  peer_rate: .inf\n  max_batch_bytes: 16777216\n",
 		"shutdown_timeout: 0s\n",
 		"shutdown_timeout: -5s\n",
 		"region: \"a b\"\n",
@@ -70,6 +73,9 @@ func FuzzLoadConfig(f *testing.F) {
 		}
 		if err := cfg.Limits.Validate(); err != nil {
 			t.Fatalf("accepted limits: %v", err)
+		}
+		if err := cfg.RoamingLimits.Validate(); err != nil {
+			t.Fatalf("accepted roaming_limits: %v", err)
 		}
 	})
 }

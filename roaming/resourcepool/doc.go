@@ -37,8 +37,9 @@
 //
 // # Identity on the server side
 //
-// Until mutual TLS arrives, a region names itself in the
-// metadata key "roamfed-region". [ServerInterceptors] refuse a call whose
+// A region names itself in the metadata key "roamfed-region"; with mutual
+// TLS, a verify function (certs.CheckClaim) makes the name match the
+// caller's certificate. [ServerInterceptors] refuse a call whose
 // name is missing or malformed (codes.Unauthenticated) or is not a known
 // peer, including a call claiming to come from the serving region itself
 // (codes.PermissionDenied). Handlers read the caller with
@@ -46,6 +47,19 @@
 // keepalive policy and message sizes that match the client side; a server
 // that uses its own options must at least permit keepalive pings every 10s
 // without streams, or it will close idle peer connections.
+//
+// # Request rate per peer on the server side
+//
+// [RateLimiter] is the roaming listener's budget for the requests each peer
+// region makes: a token bucket per peer (Limits.PeerRate per second, bursts
+// of Limits.PeerBurst; defaults 5,000/s and 10,000). A unary call, a stream
+// opened and each Submit or Deliver batch received take one token;
+// heartbeats, health checks and the data frames of a relay take none. Over
+// the budget a request is refused with RESOURCE_EXHAUSTED, an
+// errdetails.QuotaFailure (quota "peer_rate", subject "region:<peer>") and
+// an errdetails.RetryInfo, and counted ([RateLimiter.Refused]). Its server
+// options go after [ServerOptions], so that only callers the identity
+// check admitted spend a budget.
 //
 // # Lifecycle
 //

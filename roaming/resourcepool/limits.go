@@ -3,6 +3,7 @@ package resourcepool
 import (
 	"errors"
 	"fmt"
+	"math"
 	"time"
 )
 
@@ -11,14 +12,23 @@ import (
 // envelope always fits.
 const MaxMessageBytes = 16 << 20
 
-// Limits is the budget for the work this region sends to each peer. The
-// zero value of a field means its default; see [DefaultLimits].
+// Limits is the budget for the work this region sends to each peer, and
+// for the requests it takes from each peer (PeerRate, PeerBurst; see
+// [RateLimiter]). The zero value of a field means its default; see
+// [DefaultLimits].
 type Limits struct {
-	WindowBatches    int           // unacknowledged batches in flight per peer; default 64
-	WindowBytes      int64         // unacknowledged bytes in flight per peer; default 8 MiB
-	MaxBatchMessages int           // messages per batch; default 256
-	MaxBatchBytes    int           // bytes per batch (encoded); default 1 MiB
-	CallTimeout      time.Duration // deadline for unary peer calls that have none; default 5s
+	WindowBatches    int           `yaml:"window_batches"`     // unacknowledged batches in flight per peer; default 64
+	WindowBytes      int64         `yaml:"window_bytes"`       // unacknowledged bytes in flight per peer; default 8 MiB
+	MaxBatchMessages int           `yaml:"max_batch_messages"` // messages per batch; default 256
+	MaxBatchBytes    int           `yaml:"max_batch_bytes"`    // bytes per batch (encoded); default 1 MiB
+	CallTimeout      time.Duration `yaml:"call_timeout"`       // deadline for unary peer calls that have none; default 5s
+	// PeerRate is how many requests per second each peer region may make
+	// to this one, refilling a bucket of PeerBurst: a unary call, a stream
+	// opened, and every message received on a Submit or Deliver stream
+	// (a batch) each take one. Default 5,000/s; +Inf disables the limit.
+	PeerRate float64 `yaml:"peer_rate"`
+	// PeerBurst is the size of each peer's bucket; default 10,000.
+	PeerBurst int `yaml:"peer_burst"`
 }
 
 // DefaultLimits returns the limits a region runs with when nothing is configured.
@@ -29,6 +39,12 @@ func DefaultLimits() Limits {
 		MaxBatchMessages: 256,
 		MaxBatchBytes:    1 << 20,
 		CallTimeout:      5 * time.Second,
+		// A federation under a heavy load (roambench: 3 regions, 2,000
+		// messages/s) makes a few hundred requests per second to each
+		// peer; the limit is there against a peer gone wrong, not to pace
+		// a healthy one.
+		PeerRate:  5000,
+		PeerBurst: 10000,
 	}
 }
 
@@ -51,6 +67,12 @@ func (l Limits) WithDefaults() Limits {
 	if l.CallTimeout == 0 {
 		l.CallTimeout = d.CallTimeout
 	}
+	if l.PeerRate == 0 {
+		l.PeerRate = d.PeerRate
+	}
+	if l.PeerBurst == 0 {
+		l.PeerBurst = d.PeerBurst
+	}
 	return l
 }
 
@@ -68,6 +90,7 @@ func (l Limits) Validate() error {
 		{"MaxBatchMessages", int64(l.MaxBatchMessages)},
 		{"MaxBatchBytes", int64(l.MaxBatchBytes)},
 		{"CallTimeout", int64(l.CallTimeout)},
+		{"PeerBurst", int64(l.PeerBurst)},
 	} {
 		if f.v < 0 {
 			errs = append(errs, fmt.Errorf("resourcepool: %s is %d; it must be positive, or 0 for the default", f.name, f.v))
@@ -77,6 +100,9 @@ func (l Limits) Validate() error {
 	// the message limit.
 	if l.MaxBatchBytes > MaxMessageBytes/2 {
 		errs = append(errs, fmt.Errorf("resourcepool: MaxBatchBytes is %d; it must be at most %d", l.MaxBatchBytes, MaxMessageBytes/2))
+	}
+	if math.IsNaN(l.PeerRate) || l.PeerRate < 0 {
+		errs = append(errs, fmt.Errorf("resourcepool: PeerRate is %v; it must be positive, or 0 for the default", l.PeerRate))
 	}
 	return errors.Join(errs...)
 }
@@ -101,6 +127,12 @@ func (l Limits) sanitized() Limits {
 	}
 	if l.CallTimeout < 0 {
 		l.CallTimeout = d.CallTimeout
+	}
+	if math.IsNaN(l.PeerRate) || l.PeerRate < 0 {
+		l.PeerRate = d.PeerRate
+	}
+	if l.PeerBurst < 0 {
+		l.PeerBurst = d.PeerBurst
 	}
 	return l
 }
