@@ -271,6 +271,11 @@ func (r *receiver) runStream(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := stream.Send(&clientv1.SessionRequest{Kind: &clientv1.SessionRequest_Capabilities{
+		Capabilities: &clientv1.Capabilities{Deliveries: true},
+	}}); err != nil {
+		return err
+	}
 	noReady := time.AfterFunc(readyWait, cancel)
 	first, err := stream.Recv()
 	if !noReady.Stop() {
@@ -302,34 +307,12 @@ func (r *receiver) runStream(ctx context.Context) error {
 		}
 		switch k := resp.GetKind().(type) {
 		case *clientv1.SessionResponse_Delivery:
-			d := k.Delivery
-			if err := stream.Send(&clientv1.SessionRequest{Kind: &clientv1.SessionRequest_Ack{
-				Ack: &clientv1.Ack{DeliveryIds: []uint64{d.GetDeliveryId()}},
-			}}); err != nil {
+			if err := r.live(ctx, stream, []*clientv1.Delivery{k.Delivery}, &lastLive); err != nil {
 				return err
 			}
-			m := d.GetMessage()
-			if m.GetGroupId() != r.group {
-				continue
-			}
-			r.mu.Lock()
-			if d.GetAttempt() > 1 {
-				r.stats.Resent++
-			} else if m.GetSeq() < lastLive {
-				r.stats.Reorder++
-			}
-			lastLive = max(lastLive, m.GetSeq())
-			r.addLocked(m, true)
-			gap := len(r.ahead) > 0
-			if gap {
-				r.stats.Gaps++
-			}
-			r.mu.Unlock()
-			r.signal()
-			if gap {
-				if err := r.fill(ctx); err != nil {
-					return err
-				}
+		case *clientv1.SessionResponse_Deliveries:
+			if err := r.live(ctx, stream, k.Deliveries.GetDeliveries(), &lastLive); err != nil {
+				return err
 			}
 		case *clientv1.SessionResponse_CatchUp:
 			if k.CatchUp.GetGroupId() != r.group {
@@ -343,6 +326,45 @@ func (r *receiver) runStream(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// live takes the deliveries of one frame: it acknowledges them in one Ack,
+// holds those of the group, and reads the history when they came past a
+// gap. lastLive is the highest seq the stream has brought.
+func (r *receiver) live(ctx context.Context, stream clientv1.ClientService_SessionClient, ds []*clientv1.Delivery, lastLive *uint64) error {
+	ids := make([]uint64, len(ds))
+	for i, d := range ds {
+		ids[i] = d.GetDeliveryId()
+	}
+	if err := stream.Send(&clientv1.SessionRequest{Kind: &clientv1.SessionRequest_Ack{
+		Ack: &clientv1.Ack{DeliveryIds: ids},
+	}}); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	for _, d := range ds {
+		m := d.GetMessage()
+		if m.GetGroupId() != r.group {
+			continue
+		}
+		if d.GetAttempt() > 1 {
+			r.stats.Resent++
+		} else if m.GetSeq() < *lastLive {
+			r.stats.Reorder++
+		}
+		*lastLive = max(*lastLive, m.GetSeq())
+		r.addLocked(m, true)
+		if len(r.ahead) > 0 {
+			r.stats.Gaps++
+		}
+	}
+	gap := len(r.ahead) > 0
+	r.mu.Unlock()
+	r.signal()
+	if gap {
+		return r.fill(ctx)
+	}
+	return nil
 }
 
 // fill reads the group's history after the last message held.
