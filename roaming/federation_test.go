@@ -63,8 +63,15 @@ func startFederationWith(t *testing.T, withTLS bool, names ...string) map[string
 // with fresh ones, a few times.
 func startFed(t testing.TB, withTLS bool, names []string) (map[string]*stack.Stack, *certs.Set) {
 	t.Helper()
+	return startFedTweaked(t, withTLS, names, nil)
+}
+
+// startFedTweaked is startFed with tweak, if not nil, called on each
+// region's configuration before the region starts.
+func startFedTweaked(t testing.TB, withTLS bool, names []string, tweak func(region string, cfg *stack.Config)) (map[string]*stack.Stack, *certs.Set) {
+	t.Helper()
 	for attempt := 1; ; attempt++ {
-		out, set, err := tryStartFed(t, withTLS, names)
+		out, set, err := tryStartFed(t, withTLS, names, tweak)
 		if err == nil {
 			for n, st := range out {
 				t.Cleanup(func() {
@@ -84,7 +91,7 @@ func startFed(t testing.TB, withTLS bool, names []string) (map[string]*stack.Sta
 	}
 }
 
-func tryStartFed(t testing.TB, withTLS bool, names []string) (map[string]*stack.Stack, *certs.Set, error) {
+func tryStartFed(t testing.TB, withTLS bool, names []string, tweak func(string, *stack.Config)) (map[string]*stack.Stack, *certs.Set, error) {
 	addrs := freeAddrs(t, 2*len(names))
 	var b strings.Builder
 	b.WriteString("federation: test\nregions:\n")
@@ -107,7 +114,7 @@ func tryStartFed(t testing.TB, withTLS bool, names []string) (map[string]*stack.
 		if set != nil {
 			tlsm = set.For(n)
 		}
-		st, err := stack.Start(stack.Config{
+		cfg := stack.Config{
 			Region:         n,
 			DataDir:        t.TempDir(),
 			ClientAddr:     addrs[2*i+1],
@@ -121,7 +128,11 @@ func tryStartFed(t testing.TB, withTLS bool, names []string) (map[string]*stack.
 			// Load tests and benchmarks send as one user; the send rate
 			// limit is the service center's, tested there.
 			Limits: resourcepool.Limits{SendRate: math.Inf(1)},
-		})
+		}
+		if tweak != nil {
+			tweak(n, &cfg)
+		}
+		st, err := stack.Start(cfg)
 		if err != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			for _, started := range out {

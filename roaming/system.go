@@ -128,7 +128,7 @@ func New(cfg Config) (*System, error) {
 		if cfg.TLS.Region() != cfg.Self {
 			return nil, fmt.Errorf("roaming: the certificate is region %s's, not %s's", cfg.TLS.Region(), cfg.Self)
 		}
-		creds = cfg.TLS.PeerCredentials(addrs)
+		creds = m.Credentials(cfg.TLS.PeerCredentials(addrs))
 	} else {
 		log.Warn("roaming links run without TLS: peers are not authenticated (tests only)")
 	}
@@ -200,7 +200,7 @@ func (s *System) Start(home *businesscenter.Home, local business.Local) error {
 	var opts []grpc.ServerOption
 	if s.cfg.TLS != nil {
 		opts = append(resourcepool.ServerOptions(s.cfg.Self, s.cfg.Federation.Names(), certs.CheckClaim),
-			grpc.Creds(s.cfg.TLS.ServerCredentials()))
+			grpc.Creds(s.mesh.Credentials(s.cfg.TLS.ServerCredentials())))
 	} else {
 		opts = resourcepool.ServerOptions(s.cfg.Self, s.cfg.Federation.Names())
 	}

@@ -27,6 +27,17 @@
 // Changed is called after each such change so that callers can cut their
 // reconnect backoff.
 //
+// # Integrity
+//
+// Every connection between two regions is their own mutually
+// authenticated TLS 1.3, end to end, also through a relay: the relaying
+// region pipes ciphertext. Credentials wraps the TLS credentials of the
+// region's links so that a connection closed because a record from the
+// peer failed TLS's authentication (bytes altered by a relay or on the
+// network) is counted once against that peer (LinkStatus.IntegrityFailures,
+// IntegrityFailures) and logged. Nothing of such a record reaches gRPC;
+// the calls on the connection fail and are resent on a new one.
+//
 // # Drills
 //
 // Cut makes this region's side of a link behave as if the network failed:

@@ -61,6 +61,9 @@ type Mesh struct {
 	// relaysOpened counts this region's connections that went through a
 	// relay; relaysCarried the relays this region carried for others.
 	relaysOpened, relaysCarried atomic.Uint64
+	// integrity counts connections closed on a record that failed TLS's
+	// checks (Credentials), whichever the peer.
+	integrity atomic.Uint64
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -79,6 +82,7 @@ type link struct {
 	view      map[string]*roamingv1.LinkView // the peer's links, from its last answer
 	inFlight  int
 	downCount uint64
+	integrity uint64 // connections with the peer closed on a bad record
 	// known is set by the first heartbeat outcome; until then traffic
 	// goes direct, as it would have without a mesh.
 	known bool
@@ -345,6 +349,10 @@ type LinkStatus struct {
 	NoRoute bool
 	// Downs counts transitions to down.
 	Downs uint64
+	// IntegrityFailures counts this region's connections with the peer,
+	// direct or relayed, that closed on a record from the peer that
+	// failed TLS's checks: bytes altered on the way (see Credentials).
+	IntegrityFailures uint64
 }
 
 // Status returns the link table, by peer name.
@@ -356,7 +364,7 @@ func (m *Mesh) Status() []LinkStatus {
 		via, ok := m.routeLocked(l.peer, nil)
 		out = append(out, LinkStatus{
 			Peer: l.peer, State: l.state, RTT: l.rtt, LastError: l.lastErr, Since: l.since,
-			Via: via, NoRoute: !ok, Downs: l.downCount,
+			Via: via, NoRoute: !ok, Downs: l.downCount, IntegrityFailures: l.integrity,
 		})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Peer < out[j].Peer })
