@@ -402,6 +402,10 @@ type PeerStatus struct {
 	// RateRefused counts the peer's requests refused by the per-peer
 	// rate limit (Limits.PeerRate, PeerBurst).
 	RateRefused uint64
+	// DirectoryRefused counts the directory records the peer published
+	// or answered that this region refused: not homed by the peer,
+	// malformed, or taking over a key another region homes.
+	DirectoryRefused uint64
 }
 
 // Status returns a row per peer, by name.
@@ -409,13 +413,15 @@ func (s *System) Status() []PeerStatus {
 	links := s.mesh.Status()
 	usage := s.peers.Usage()
 	refused := s.limiter.Refused()
+	dirRefused := s.data.Refused()
 	out := make([]PeerStatus, len(links))
 	for i, l := range links {
 		items, bytes, err := s.cfg.Store.OutboxDepth(l.Peer)
 		if err != nil {
 			s.log.Warn("outbox depth unreadable", slog.String("peer", l.Peer), slog.Any("err", err))
 		}
-		out[i] = PeerStatus{LinkStatus: l, OutboxItems: items, OutboxBytes: bytes, Window: usage[l.Peer], RateRefused: refused[l.Peer]}
+		out[i] = PeerStatus{LinkStatus: l, OutboxItems: items, OutboxBytes: bytes, Window: usage[l.Peer],
+			RateRefused: refused[l.Peer], DirectoryRefused: dirRefused[l.Peer]}
 		if d, ok := s.deliverers[l.Peer]; ok {
 			out[i].QueuedDeliveries = d.Queued()
 		}

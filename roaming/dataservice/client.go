@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -19,16 +20,24 @@ import (
 
 // Client makes DataService calls to peer regions for this region.
 type Client struct {
-	region string
-	peers  *resourcepool.Peers
-	store  *datacenter.Store
-	log    *slog.Logger
+	region  string
+	peers   *resourcepool.Peers
+	store   *datacenter.Store
+	log     *slog.Logger
+	regions map[string]bool // this one and its peers
+	refused refusals
 }
 
 // NewClient returns a Client that reaches peers through peers and keeps
 // the home directory copies in store.
 func NewClient(region string, peers *resourcepool.Peers, store *datacenter.Store, log *slog.Logger) *Client {
-	return &Client{region: region, peers: peers, store: store, log: log}
+	c := &Client{region: region, peers: peers, store: store, log: log,
+		regions: map[string]bool{region: true}, refused: make(refusals)}
+	for _, p := range peers.Names() {
+		c.regions[p] = true
+		c.refused[p] = new(atomic.Uint64)
+	}
+	return c
 }
 
 func (c *Client) stub(peer string) (roamingv1.DataServiceClient, error) {
@@ -84,6 +93,11 @@ func (c *Client) Locate(ctx context.Context, kind roamingv1.DirectoryKind, key s
 				// Only the home's word is taken: a peer's copy of a third
 				// region's record may be stale.
 				if r.GetKind() == kind && r.GetKey() == key && r.GetHomeRegion() == peer {
+					if err := c.checkRecord(peer, r); err != nil {
+						c.refused.add(peer, 1)
+						c.log.Warn("directory record from a peer refused", slog.String("peer", peer), slog.Any("err", err))
+						break
+					}
 					answers <- answer{rec: r}
 					return
 				}
@@ -249,11 +263,12 @@ func (c *Client) replicateFrom(ctx context.Context, peer string) error {
 	if len(resp.GetUpdates()) == 0 {
 		return nil
 	}
-	if err := c.store.ApplyDirectory(peer, resp.GetUpdates()); err != nil {
+	updates := c.checkUpdates(peer, resp.GetUpdates())
+	if err := c.store.ApplyDirectory(peer, updates); err != nil {
 		return fmt.Errorf("replicate from %s: %w", peer, err)
 	}
 	n := 0
-	for _, u := range resp.GetUpdates() {
+	for _, u := range updates {
 		n += len(u.GetRecords())
 	}
 	c.log.Debug("directory replicated", slog.String("peer", peer), slog.Int("batches", len(resp.GetUpdates())), slog.Int("records", n))

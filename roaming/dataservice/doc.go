@@ -13,4 +13,14 @@
 // its own records in DirectoryBatches batches versioned major.minor; a
 // changed minor version is answered with the records changed since, a
 // changed major version with the whole batch.
+//
+// A region speaks only for what it homes. Every record a peer publishes,
+// or answers to a Locate, is checked before it is stored: its home must be
+// that peer, its kind a user, username or group with a well-formed key
+// (internal/ids, internal/validate) and the user id that kind calls for, a
+// location only on a user and naming a region of the federation, and its
+// key must not be one another region homes in this region's directory.
+// A record that fails is dropped, the rest of the batch is applied, and
+// the refusal is counted per peer (Client.Refused) and logged; what this
+// region held stays as it was.
 package dataservice
