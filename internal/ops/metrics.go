@@ -70,6 +70,14 @@ type LinkStatus struct {
 	OutboxItems      int
 	OutboxBytes      int64
 	QueuedDeliveries int
+	// RateRefused counts the peer's requests the roaming listener refused
+	// over the per-peer rate limit; DirectoryRefused the directory
+	// records the peer published that this region refused.
+	RateRefused      uint64
+	DirectoryRefused uint64
+	// IntegrityFailures counts connections with the peer closed on a TLS
+	// record from it that failed authentication (altered on the way).
+	IntegrityFailures uint64
 }
 
 // Send results, the values of roamfed_sends_total's result label.
@@ -314,13 +322,15 @@ var (
 	descOutboxBytes   = prometheus.NewDesc("roamfed_outbox_bytes", "Bytes in the durable outbox for peer.", []string{"peer"}, nil)
 	descQueued        = prometheus.NewDesc("roamfed_queued_deliveries", "Deliveries queued in memory for peer.", []string{"peer"}, nil)
 	descRelays        = prometheus.NewDesc("roamfed_relayed_connections_total", "Connections relayed through a third region; role origin: this region's own, relay: carried for others.", []string{"role"}, nil)
+	descPeerRefusals  = prometheus.NewDesc("roamfed_peer_refusals_total", "What this region refused of peer: rate (requests over the per-peer rate limit), directory_record (directory records the peer may not publish).", []string{"peer", "reason"}, nil)
+	descIntegrity     = prometheus.NewDesc("roamfed_link_integrity_failures_total", "Connections with peer closed on a TLS record from it that failed authentication: bytes altered on the way.", []string{"peer"}, nil)
 )
 
 func (pulled) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		descSessions, descSessionsLimit, descSends, descDeliveries, descCatchUps, descCommitted, descRefusals,
 		descLinkState, descLinkRTT, descLinkDowns, descRelayed, descNoRoute,
-		descOutboxItems, descOutboxBytes, descQueued, descRelays,
+		descOutboxItems, descOutboxBytes, descQueued, descRelays, descPeerRefusals, descIntegrity,
 	} {
 		ch <- d
 	}
@@ -361,6 +371,9 @@ func (p pulled) Collect(ch chan<- prometheus.Metric) {
 		gauge(descOutboxItems, float64(l.OutboxItems), l.Peer)
 		gauge(descOutboxBytes, float64(l.OutboxBytes), l.Peer)
 		gauge(descQueued, float64(l.QueuedDeliveries), l.Peer)
+		counter(descPeerRefusals, l.RateRefused, l.Peer, "rate")
+		counter(descPeerRefusals, l.DirectoryRefused, l.Peer, "directory_record")
+		counter(descIntegrity, l.IntegrityFailures, l.Peer)
 	}
 	if st.Links != nil {
 		counter(descRelays, st.RelaysOpened, "origin")

@@ -25,17 +25,22 @@ type Status struct {
 
 // LinkJSON is one row of a region's link table, as JSON.
 type LinkJSON struct {
-	Peer             string    `json:"peer"`
-	State            string    `json:"state"`
-	RTTMillis        float64   `json:"rtt_ms"`
-	Via              string    `json:"via,omitempty"`
-	NoRoute          bool      `json:"no_route,omitempty"`
-	Downs            uint64    `json:"downs"`
-	OutboxItems      int       `json:"outbox_items"`
-	OutboxBytes      int64     `json:"outbox_bytes"`
-	QueuedDeliveries int       `json:"queued_deliveries"`
-	Since            time.Time `json:"since"`
-	LastError        string    `json:"last_error,omitempty"`
+	Peer             string  `json:"peer"`
+	State            string  `json:"state"`
+	RTTMillis        float64 `json:"rtt_ms"`
+	Via              string  `json:"via,omitempty"`
+	NoRoute          bool    `json:"no_route,omitempty"`
+	Downs            uint64  `json:"downs"`
+	OutboxItems      int     `json:"outbox_items"`
+	OutboxBytes      int64   `json:"outbox_bytes"`
+	QueuedDeliveries int     `json:"queued_deliveries"`
+	// What this region refused of the peer, and the peer's connections
+	// closed on an altered TLS record.
+	RateRefused       uint64    `json:"rate_refused"`
+	DirectoryRefused  uint64    `json:"directory_refused"`
+	IntegrityFailures uint64    `json:"integrity_failures"`
+	Since             time.Time `json:"since"`
+	LastError         string    `json:"last_error,omitempty"`
 }
 
 // View is the federation as one region sees it: /api/status and /events.
@@ -88,6 +93,7 @@ func (s *Server) localStatus() Status {
 			Peer: l.Peer, State: l.State.String(), RTTMillis: float64(l.RTT.Microseconds()) / 1000,
 			Via: l.Via, NoRoute: l.NoRoute, Downs: l.Downs,
 			OutboxItems: l.OutboxItems, OutboxBytes: l.OutboxBytes, QueuedDeliveries: l.QueuedDeliveries,
+			RateRefused: l.RateRefused, DirectoryRefused: l.DirectoryRefused, IntegrityFailures: l.IntegrityFailures,
 			Since: l.Since.UTC(),
 		})
 		if l.State != LinkUp {

@@ -79,6 +79,7 @@ func (s *Stack) opsStatus() ops.RegionStatus {
 			Peer: p.Peer, State: ops.LinkState(p.State), RTT: p.RTT, LastError: p.LastError, Since: p.Since,
 			Via: p.Via, NoRoute: p.NoRoute, Downs: p.Downs,
 			OutboxItems: p.OutboxItems, OutboxBytes: p.OutboxBytes, QueuedDeliveries: p.QueuedDeliveries,
+			RateRefused: p.RateRefused, DirectoryRefused: p.DirectoryRefused, IntegrityFailures: p.IntegrityFailures,
 		})
 	}
 	if st.Links == nil {
