@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"sort"
 	"strings"
 	"sync"
@@ -273,7 +274,7 @@ func (r *receiver) runStream(ctx context.Context) error {
 	}
 	if err := stream.Send(&clientv1.SessionRequest{Kind: &clientv1.SessionRequest_Capabilities{
 		Capabilities: &clientv1.Capabilities{Deliveries: true},
-	}}); err != nil {
+	}}); err != nil && !errors.Is(err, io.EOF) { // on io.EOF, Recv says why
 		return err
 	}
 	noReady := time.AfterFunc(readyWait, cancel)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"sync"
 	"time"
 
@@ -44,7 +45,8 @@ func openSessions(ctx context.Context, pop *population, l *ledger) (*sessions, e
 			if err != nil {
 				return fmt.Errorf("session of %s at %s: %w", u.name, pop.regions[u.region], err)
 			}
-			if err := stream.Send(capabilities); err != nil {
+			// On io.EOF the stream has ended, and Recv says why.
+			if err := stream.Send(capabilities); err != nil && !errors.Is(err, io.EOF) {
 				_ = stream.CloseSend()
 				return fmt.Errorf("session of %s at %s: capabilities: %w", u.name, pop.regions[u.region], err)
 			}

@@ -147,9 +147,9 @@ func (f *follower) runStream(ctx context.Context) error {
 		return err
 	}
 	// roamchat reads Deliveries frames; a region that predates them
-	// ignores the frame.
+	// ignores the frame. On io.EOF the stream has ended, and Recv says why.
 	caps := &clientv1.SessionRequest{Kind: &clientv1.SessionRequest_Capabilities{Capabilities: &clientv1.Capabilities{Deliveries: true}}}
-	if err := stream.Send(caps); err != nil {
+	if err := stream.Send(caps); err != nil && !errors.Is(err, io.EOF) {
 		cancel()
 		return fmt.Errorf("session: capabilities: %w", err)
 	}
