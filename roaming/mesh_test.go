@@ -3,6 +3,7 @@ package roaming_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -217,5 +218,43 @@ func TestIsolatedRegionAcceptsThenCommits(t *testing.T) {
 	}
 	if items, _, _ := fed["us"].Store().OutboxDepth("eu"); items != 0 {
 		t.Fatalf("outbox for eu holds %d entries after heal", items)
+	}
+}
+
+// TestResyncRightAfterRestore is an operator who restores a cut link and
+// at once asks for a resync: it must not fail on the link it just
+// restored, although the link comes up only at its next heartbeat and the
+// traffic connection, which failed to dial during the cut, redials only
+// after its backoff. During the cut, the resync reports the peer it cannot
+// reach, after a short wait.
+func TestResyncRightAfterRestore(t *testing.T) {
+	fed := startFederation(t, "ap", "eu")
+	waitMesh(t, fed)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for round := range 2 {
+		if err := fed["ap"].Roaming().CutLink(ctx, "eu", "test"); err != nil {
+			t.Fatal(err)
+		}
+		// Directory replication dials eu in vain meanwhile, as does this
+		// resync, which gives up after a moment.
+		start := time.Now()
+		res := fed["eu"].Roaming().ResyncAll(ctx)
+		if len(res) != 2 || !strings.Contains(res[1].GetError(), "no route to region ap") {
+			t.Fatalf("round %d: resync during the cut: %v; want ap reported without a route", round, res)
+		}
+		if took := time.Since(start); took > 5*time.Second {
+			t.Fatalf("round %d: resync during the cut took %v", round, took)
+		}
+		if err := fed["ap"].Roaming().RestoreLink(ctx, "eu", "test"); err != nil {
+			t.Fatal(err)
+		}
+		for _, region := range []string{"eu", "ap"} {
+			for _, r := range fed[region].Roaming().ResyncAll(ctx) {
+				if r.GetError() != "" {
+					t.Fatalf("round %d: resync at %s right after the restore: %v", round, region, r)
+				}
+			}
+		}
 	}
 }

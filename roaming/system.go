@@ -429,9 +429,11 @@ func (s *System) Status() []PeerStatus {
 	return out
 }
 
-// ResyncAll has every region check and republish its home records.
+// ResyncAll has every region check and republish its home records. A
+// peer without a route is waited for a moment (a link restored just now
+// comes up at its next heartbeat), then reported with the error.
 func (s *System) ResyncAll(ctx context.Context) []*roamingv1.ResyncResult {
-	return s.data.ResyncAll(ctx)
+	return s.data.ResyncAll(ctx, s.mesh.WaitRoute)
 }
 
 // Federation is the federation this system belongs to.

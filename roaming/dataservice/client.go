@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -310,31 +311,62 @@ func (c *Client) Run(ctx context.Context, every time.Duration) {
 // ResyncAll runs a resync here and at every peer at once (DESIGN.md flow
 // 9) and returns each region's result, this one first; a peer that cannot
 // be reached is reported with its error.
-func (c *Client) ResyncAll(ctx context.Context) []*roamingv1.ResyncResult {
+//
+// waitRoute, if not nil, waits until traffic has a route to a peer (the
+// mesh's WaitRoute); a peer is then given up to routeSettle to get one,
+// and, with one, its connection the call timeout to be ready. So a resync
+// asked for just after a link is restored waits for the link instead of
+// failing on it: the link is routable only after its next heartbeat, and
+// until its connection redials (after a backoff of up to 3 s) gRPC fails a
+// call at once with the error of the last dial, made while the link was
+// cut.
+func (c *Client) ResyncAll(ctx context.Context, waitRoute func(ctx context.Context, peer string) error) []*roamingv1.ResyncResult {
 	names := c.peers.Names()
 	out := make([]*roamingv1.ResyncResult, len(names)+1)
 	var wg sync.WaitGroup
 	for i, peer := range names {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			out[i+1] = &roamingv1.ResyncResult{Region: peer}
-			stub, err := c.stub(peer)
-			if err == nil {
-				cctx, cancel := c.callCtx(ctx)
-				defer cancel()
-				var resp *roamingv1.ResyncResponse
-				if resp, err = stub.Resync(cctx, &roamingv1.ResyncRequest{}); err == nil {
-					out[i+1] = resp.GetResult()
-					return
-				}
+		wg.Go(func() {
+			res, err := c.resyncAt(ctx, peer, waitRoute)
+			if err != nil {
+				res = &roamingv1.ResyncResult{Region: peer, Error: err.Error()}
 			}
-			out[i+1].Error = err.Error()
-		}()
+			out[i+1] = res
+		})
 	}
 	out[0] = ResyncLocal(c.region, c.store)
 	wg.Wait()
 	return out
+}
+
+// routeSettle bounds how long a resync waits for a peer without a route:
+// long enough for a link restored a moment ago to pass a heartbeat (every
+// 200 ms by default), short enough not to keep an operator waiting on a
+// peer that is down.
+const routeSettle = 2 * time.Second
+
+// resyncAt has peer resync (see ResyncAll).
+func (c *Client) resyncAt(ctx context.Context, peer string, waitRoute func(context.Context, string) error) (*roamingv1.ResyncResult, error) {
+	stub, err := c.stub(peer)
+	if err != nil {
+		return nil, err
+	}
+	var opts []grpc.CallOption
+	if waitRoute != nil {
+		wctx, cancel := context.WithTimeout(ctx, routeSettle)
+		err := waitRoute(wctx, peer)
+		cancel()
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, grpc.WaitForReady(true))
+	}
+	ctx, cancel := c.callCtx(ctx)
+	defer cancel()
+	resp, err := stub.Resync(ctx, &roamingv1.ResyncRequest{}, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return resp.GetResult(), nil
 }
 
 // AuthorizeUser asks a user's home whether a region may act for the user.

@@ -26,6 +26,9 @@
 // mesh closes the relayed ones, and traffic returns to the direct link.
 // Changed is called after each such change so that callers can cut their
 // reconnect backoff.
+// WaitRoute waits for a route to a peer, for a caller that would rather
+// wait a moment than fail (a link restored just now is routable only once
+// its next heartbeat passes).
 //
 // # Integrity
 //

@@ -55,6 +55,9 @@ type Mesh struct {
 	links  map[string]*link
 	conns  map[*trackedConn]struct{}
 	drills []Drill
+	// recorded is closed, and replaced, whenever a heartbeat outcome or a
+	// drill is applied: a route may then have appeared (WaitRoute).
+	recorded chan struct{}
 
 	client func(peer string) (roamingv1.BusinessServiceClient, error)
 
@@ -116,6 +119,8 @@ func New(cfg Config) *Mesh {
 		links:  make(map[string]*link),
 		conns:  make(map[*trackedConn]struct{}),
 		stop:   make(chan struct{}),
+
+		recorded: make(chan struct{}),
 	}
 	now := time.Now()
 	for name, addr := range cfg.Peers {
@@ -241,6 +246,7 @@ func (m *Mesh) record(peer string, rtt time.Duration, resp *roamingv1.HeartbeatR
 	if changed {
 		l.since = time.Now()
 	}
+	m.notifyLocked()
 	state, lastErr, avg, downs := l.state, l.lastErr, l.rtt, l.downCount
 	m.mu.Unlock()
 	if changed {
@@ -379,6 +385,38 @@ func (m *Mesh) Route(peer string) (string, bool) {
 	return m.routeLocked(peer, nil)
 }
 
+// WaitRoute returns once traffic has a route to peer (see Route), or an
+// error wrapping ErrNoRoute when ctx ends first. A link restored by a
+// drill, for one, is routable only after its next heartbeat passes.
+func (m *Mesh) WaitRoute(ctx context.Context, peer string) error {
+	for {
+		m.mu.Lock()
+		_, isPeer := m.links[peer]
+		_, ok := m.routeLocked(peer, nil)
+		recorded := m.recorded
+		m.mu.Unlock()
+		switch {
+		case !isPeer:
+			return fmt.Errorf("mesh: %q is not a peer of %s", peer, m.cfg.Self)
+		case ok:
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w %s from %s (waited: %w)", ErrNoRoute, peer, m.cfg.Self, ctx.Err())
+		case <-m.stop:
+			return fmt.Errorf("%w %s from %s (mesh closed)", ErrNoRoute, peer, m.cfg.Self)
+		case <-recorded:
+		}
+	}
+}
+
+// notifyLocked wakes WaitRoute's waiters to look at the routes again.
+func (m *Mesh) notifyLocked() {
+	close(m.recorded)
+	m.recorded = make(chan struct{})
+}
+
 // routeLocked picks direct, else the up third region (not in avoid) with
 // the least round trip sum whose own link to peer is up.
 func (m *Mesh) routeLocked(peer string, avoid []string) (string, bool) {
@@ -455,6 +493,7 @@ func (m *Mesh) setCut(peer string, cut bool, reason string) error {
 	if changed {
 		l.since = time.Now()
 	}
+	m.notifyLocked()
 	state := l.state
 	m.mu.Unlock()
 	m.log.Info("link drill", slog.String("peer", peer), slog.Bool("cut", cut), slog.String("reason", reason))
