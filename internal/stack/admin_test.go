@@ -2,9 +2,11 @@ package stack_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -23,8 +25,32 @@ import (
 
 const token = "test-admin-token"
 
+// startPair starts regions ap and eu, federated, each with an admin API.
+// Addresses are reserved before the federation file is written, so another
+// process may take one in between: then it starts over with fresh ones, a
+// few times.
 func startPair(t *testing.T) map[string]*stack.Stack {
 	t.Helper()
+	for attempt := 1; ; attempt++ {
+		out, err := tryStartPair(t)
+		if err == nil {
+			for _, st := range out {
+				t.Cleanup(func() {
+					ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+					defer cancel()
+					_ = st.Shutdown(ctx)
+				})
+			}
+			return out
+		}
+		if !errors.Is(err, syscall.EADDRINUSE) || attempt == 3 {
+			t.Fatal(err)
+		}
+		t.Logf("attempt %d: %v; again with other addresses", attempt, err)
+	}
+}
+
+func tryStartPair(t *testing.T) (map[string]*stack.Stack, error) {
 	addrs := func() []string {
 		var out []string
 		for range 4 {
@@ -56,16 +82,16 @@ func startPair(t *testing.T) map[string]*stack.Stack {
 			Password: password.Params{Memory: 64, Time: 1, Threads: 1},
 		})
 		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			_ = st.Shutdown(ctx)
-		})
+			for _, started := range out {
+				_ = started.Shutdown(ctx)
+			}
+			cancel()
+			return nil, fmt.Errorf("start %s: %w", n, err)
+		}
 		out[n] = st
 	}
-	return out
+	return out, nil
 }
 
 func adminClient(t *testing.T, st *stack.Stack) adminv1.AdminServiceClient {
