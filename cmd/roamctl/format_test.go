@@ -45,6 +45,7 @@ func fakeStatus() *adminv1.StatusResponse {
 		Links: []*adminv1.Link{
 			{Peer: "us", State: roamingv1.LinkState_LINK_STATE_CUT, Since: ts(5 * time.Second), Via: "eu", Downs: 1,
 				OutboxItems: 12, OutboxBytes: 3200, QueuedDeliveries: 4, WindowBatches: 2, WindowBytes: 2048,
+				RateRefused: 7, DirectoryRefused: 3, IntegrityFailures: 1,
 				LastError: "connection error: desc = \"transport: Error while dialing: dial tcp 127.0.0.1:7203: connect: connection refused\""},
 			{Peer: "eu", State: roamingv1.LinkState_LINK_STATE_UP, RttMicros: 420, Since: ts(2 * time.Hour), LastError: "old news"},
 		},
@@ -58,9 +59,9 @@ func TestWriteStatus(t *testing.T) {
 	wantLines(t, b.String(),
 		"region ap (federation dev), up 2h3m since 2026-03-04T03:03:07Z",
 		"sessions 3 of 100; refused: message_size 1, send_rate 2",
-		"PEER STATE RTT ROUTE SINCE DOWNS OUTBOX QUEUED WINDOW LAST ERROR",
-		"eu up 420µs direct 2h0m 0 0 0 0 -",
-		"us cut - via eu 5s 1 12 (3.1 KiB) 4 2 (2.0 KiB) dial tcp 127.0.0.1:7203: connect: connection refused",
+		"PEER STATE RTT ROUTE SINCE DOWNS OUTBOX QUEUED WINDOW RATE REFUSED DIR REFUSED INTEGRITY FAILS LAST ERROR",
+		"eu up 420µs direct 2h0m 0 0 0 0 0 0 0 -",
+		"us cut - via eu 5s 1 12 (3.1 KiB) 4 2 (2.0 KiB) 7 3 1 dial tcp 127.0.0.1:7203: connect: connection refused",
 	)
 
 	b.Reset()

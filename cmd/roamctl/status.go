@@ -26,7 +26,10 @@ func (a *app) statusCmd() *cobra.Command {
 status: when it started, and per peer link its state, heartbeat round trip,
 route (direct, through another region, or none), the cross-region work
 waiting for the peer (durable outbox, queued deliveries) and in flight
-(window); and the service center's sessions and refusals.
+(window), what the region refused of the peer (requests over the per-peer
+rate limit, directory records the peer may not publish), and connections
+with the peer closed on a TLS record altered on the way (integrity
+failures); and the service center's sessions and refusals.
 
 A region that does not answer is reported, and makes the exit status 1.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -133,7 +136,8 @@ func writeStatus(w io.Writer, s *adminv1.StatusResponse, now time.Time) {
 		return
 	}
 	tw := table(w)
-	row(tw, "PEER", "STATE", "RTT", "ROUTE", "SINCE", "DOWNS", "OUTBOX", "QUEUED", "WINDOW", "LAST ERROR")
+	row(tw, "PEER", "STATE", "RTT", "ROUTE", "SINCE", "DOWNS", "OUTBOX", "QUEUED", "WINDOW",
+		"RATE REFUSED", "DIR REFUSED", "INTEGRITY FAILS", "LAST ERROR")
 	for _, l := range sortedLinks(s.GetLinks()) {
 		// A link that is up again keeps its last error; it is news only
 		// while the link is not up.
@@ -143,7 +147,8 @@ func writeStatus(w io.Writer, s *adminv1.StatusResponse, now time.Time) {
 		}
 		row(tw, l.GetPeer(), linkState(l.GetState()), rtt(l.GetRttMicros()), route(l), age(l.GetSince(), now), l.GetDowns(),
 			itemsBytes(l.GetOutboxItems(), l.GetOutboxBytes()), l.GetQueuedDeliveries(),
-			itemsBytes(uint64(l.GetWindowBatches()), l.GetWindowBytes()), lastErr)
+			itemsBytes(uint64(l.GetWindowBatches()), l.GetWindowBytes()),
+			l.GetRateRefused(), l.GetDirectoryRefused(), l.GetIntegrityFailures(), lastErr)
 	}
 	tw.Flush()
 }

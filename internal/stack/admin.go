@@ -104,19 +104,22 @@ func (a *adminServer) Status(context.Context, *adminv1.StatusRequest) (*adminv1.
 		resp.Federation = st.roam.Federation().Name
 		for _, p := range st.roam.Status() {
 			resp.Links = append(resp.Links, &adminv1.Link{
-				Peer:             p.Peer,
-				State:            p.State,
-				RttMicros:        uint64(p.RTT.Microseconds()),
-				LastError:        p.LastError,
-				Since:            timestamppb.New(p.Since),
-				Via:              p.Via,
-				NoRoute:          p.NoRoute,
-				Downs:            p.Downs,
-				OutboxItems:      uint64(p.OutboxItems),
-				OutboxBytes:      uint64(p.OutboxBytes),
-				QueuedDeliveries: uint64(p.QueuedDeliveries),
-				WindowBatches:    uint32(p.Window.Batches),
-				WindowBytes:      uint64(p.Window.Bytes),
+				Peer:              p.Peer,
+				State:             p.State,
+				RttMicros:         uint64(p.RTT.Microseconds()),
+				LastError:         p.LastError,
+				Since:             timestamppb.New(p.Since),
+				Via:               p.Via,
+				NoRoute:           p.NoRoute,
+				Downs:             p.Downs,
+				OutboxItems:       uint64(p.OutboxItems),
+				OutboxBytes:       uint64(p.OutboxBytes),
+				QueuedDeliveries:  uint64(p.QueuedDeliveries),
+				WindowBatches:     uint32(p.Window.Batches),
+				WindowBytes:       uint64(p.Window.Bytes),
+				RateRefused:       p.RateRefused,
+				DirectoryRefused:  p.DirectoryRefused,
+				IntegrityFailures: p.IntegrityFailures,
 			})
 		}
 	}

@@ -163,8 +163,17 @@ type Link struct {
 	// In flight to the peer, unacknowledged.
 	WindowBatches uint32 `protobuf:"varint,12,opt,name=window_batches,json=windowBatches,proto3" json:"window_batches,omitempty"`
 	WindowBytes   uint64 `protobuf:"varint,13,opt,name=window_bytes,json=windowBytes,proto3" json:"window_bytes,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// What this region refused of the peer since it started: requests over
+	// the per-peer rate limit, and directory records the peer published or
+	// answered that it may not (roamfed_peer_refusals_total).
+	RateRefused      uint64 `protobuf:"varint,14,opt,name=rate_refused,json=rateRefused,proto3" json:"rate_refused,omitempty"`
+	DirectoryRefused uint64 `protobuf:"varint,15,opt,name=directory_refused,json=directoryRefused,proto3" json:"directory_refused,omitempty"`
+	// Connections with the peer closed since start on a TLS record from it
+	// that failed authentication: bytes altered on the way
+	// (roamfed_link_integrity_failures_total).
+	IntegrityFailures uint64 `protobuf:"varint,16,opt,name=integrity_failures,json=integrityFailures,proto3" json:"integrity_failures,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *Link) Reset() {
@@ -284,6 +293,27 @@ func (x *Link) GetWindowBatches() uint32 {
 func (x *Link) GetWindowBytes() uint64 {
 	if x != nil {
 		return x.WindowBytes
+	}
+	return 0
+}
+
+func (x *Link) GetRateRefused() uint64 {
+	if x != nil {
+		return x.RateRefused
+	}
+	return 0
+}
+
+func (x *Link) GetDirectoryRefused() uint64 {
+	if x != nil {
+		return x.DirectoryRefused
+	}
+	return 0
+}
+
+func (x *Link) GetIntegrityFailures() uint64 {
+	if x != nil {
+		return x.IntegrityFailures
 	}
 	return 0
 }
@@ -819,7 +849,7 @@ const file_admin_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"started_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tstartedAt\x12$\n" +
 	"\x05links\x18\x04 \x03(\v2\x0e.admin.v1.LinkR\x05links\x125\n" +
-	"\tresources\x18\x05 \x01(\v2\x17.admin.v1.ResourceUsageR\tresources\"\xb7\x03\n" +
+	"\tresources\x18\x05 \x01(\v2\x17.admin.v1.ResourceUsageR\tresources\"\xb6\x04\n" +
 	"\x04Link\x12\x12\n" +
 	"\x04peer\x18\x01 \x01(\tR\x04peer\x12+\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x15.roaming.v1.LinkStateR\x05state\x12\x1d\n" +
@@ -836,7 +866,10 @@ const file_admin_v1_admin_proto_rawDesc = "" +
 	" \x01(\x04R\voutboxBytes\x12+\n" +
 	"\x11queued_deliveries\x18\v \x01(\x04R\x10queuedDeliveries\x12%\n" +
 	"\x0ewindow_batches\x18\f \x01(\rR\rwindowBatches\x12!\n" +
-	"\fwindow_bytes\x18\r \x01(\x04R\vwindowBytes\"\xca\x01\n" +
+	"\fwindow_bytes\x18\r \x01(\x04R\vwindowBytes\x12!\n" +
+	"\frate_refused\x18\x0e \x01(\x04R\vrateRefused\x12+\n" +
+	"\x11directory_refused\x18\x0f \x01(\x04R\x10directoryRefused\x12-\n" +
+	"\x12integrity_failures\x18\x10 \x01(\x04R\x11integrityFailures\"\xca\x01\n" +
 	"\rResourceUsage\x12\x1a\n" +
 	"\bsessions\x18\x01 \x01(\rR\bsessions\x12!\n" +
 	"\fmax_sessions\x18\x02 \x01(\rR\vmaxSessions\x12>\n" +
