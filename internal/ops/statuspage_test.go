@@ -97,6 +97,9 @@ func TestStatusPageDrill(t *testing.T) {
 		eval("link "+id+" on the map", linkState(id), "up")
 	}
 	eval("regions drawn", `String(document.querySelectorAll('#map g.region[data-reachable="true"]').length)`, "3")
+	eval("links table counters", `Array.from(document.querySelectorAll('#links thead th')).slice(9, 12).map((th) => th.textContent).join(', ') + ': ' +
+		Array.from(document.querySelectorAll('#links tr[data-link="ap:eu"] td')).slice(9, 12).map((td) => td.textContent).join(' ')`,
+		"rate refused, dir refused, integrity failures: 0 0 0")
 	shot("1-up")
 
 	// A wrong token is refused and cuts nothing.
