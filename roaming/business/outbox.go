@@ -139,11 +139,17 @@ func (o *Outbox) UpdateLocation(req *roamingv1.UpdateLocationRequest) error {
 // drainBatch is how many entries one round sends.
 const drainBatch = 1024
 
-// maxRounds is how many rounds may be in flight to the peer at once. A
-// message that arrives while a round is out goes in the next round at
-// once instead of waiting a round trip for the one before it; the Submit
-// stream keeps them in order and the window bounds what is outstanding.
-const maxRounds = 8
+// A message that arrives while rounds are out goes in a round of its own
+// at once instead of waiting a round trip for those before it; the Submit
+// stream keeps them in order and the peer's window bounds the bytes
+// outstanding. What is read from the outbox but not yet answered is
+// bounded too: at most maxRounds rounds and maxInFlight entries. Under
+// light load rounds hold a message or two each, so maxRounds must cover
+// what arrives in a round trip over the slowest link.
+const (
+	maxRounds   = 256
+	maxInFlight = 4 * drainBatch
+)
 
 // round is one read of the outbox on its way to the peer.
 type round struct {
@@ -169,6 +175,7 @@ func (o *Outbox) run() {
 	// wade through the deletions of a long drain.
 	var after uint64
 	var inflight []*round
+	var inflightEntries int
 	// retryFrom, while failed, is the first seq a failed round left in
 	// the outbox; no round starts until those in flight are settled.
 	var failed bool
@@ -178,8 +185,9 @@ func (o *Outbox) run() {
 	var behind time.Time
 	var caughtUp int
 	for {
-		if !failed && len(inflight) < maxRounds && (len(inflight) == 0 || !inflight[len(inflight)-1].barrier) {
-			entries, err := o.store.Outbox(o.peer, after, drainBatch)
+		room := min(drainBatch, maxInFlight-inflightEntries)
+		if !failed && len(inflight) < maxRounds && room > 0 && (len(inflight) == 0 || !inflight[len(inflight)-1].barrier) {
+			entries, err := o.store.Outbox(o.peer, after, room)
 			if err != nil {
 				o.log.Error("outbox unreadable", slog.Any("err", err))
 			}
@@ -188,6 +196,7 @@ func (o *Outbox) run() {
 				if !r.barrier || len(inflight) == 0 {
 					go o.send(ctx, r)
 					inflight = append(inflight, r)
+					inflightEntries += len(entries)
 					after = entries[len(entries)-1].GetSeq()
 					continue
 				}
@@ -214,6 +223,7 @@ func (o *Outbox) run() {
 		}
 		r := inflight[0]
 		inflight = inflight[1:]
+		inflightEntries -= len(r.entries)
 		all, firstLeft := o.settle(r)
 		if !all && (!failed || firstLeft < retryFrom) {
 			retryFrom = firstLeft
