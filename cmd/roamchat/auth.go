@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	clientv1 "github.com/roamfed/roamfed/api/client/v1"
+	"github.com/roamfed/roamfed/internal/cli"
 )
 
 // errSessionExpired reports that the saved session token has expired.
@@ -28,7 +29,7 @@ func (a *app) registerCmd() *cobra.Command {
 		Short: "Create an account homed in the region",
 		Long: `Create an account homed in the region. Without --password, the password is
 read from the terminal (not echoed), or as one line from standard input.`,
-		Args: args("USER"),
+		Args: cli.Args("USER"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			if !cmd.Flags().Changed("password") {
@@ -69,7 +70,7 @@ func (a *app) loginCmd() *cobra.Command {
 		Long: `Log in and save the session (server, token, user) in the profile. Without
 --password, the password is read from the terminal (not echoed), or as one
 line from standard input.`,
-		Args: args("USER"),
+		Args: cli.Args("USER"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			if !cmd.Flags().Changed("password") {
@@ -126,7 +127,7 @@ func (a *app) logoutCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "logout",
 		Short: "End the session and forget its token",
-		Args:  args(),
+		Args:  cli.Args(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := a.connect()
 			if err != nil {
@@ -161,7 +162,7 @@ func (a *app) whoamiCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "whoami",
 		Short: "Show the user of the saved session",
-		Args:  args(),
+		Args:  cli.Args(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			_, p, err := a.loadProfile()
 			if err != nil {
@@ -208,13 +209,13 @@ func (a *app) readPassword(ctx context.Context, confirm bool) (string, error) {
 	line, err := bufio.NewReader(a.stdin).ReadString('\n')
 	if err != nil && !(errors.Is(err, io.EOF) && line != "") {
 		if errors.Is(err, io.EOF) {
-			return "", usagef("no password: give --password, or one line on standard input")
+			return "", cli.Usagef("no password: give --password, or one line on standard input")
 		}
 		return "", fmt.Errorf("read password: %w", err)
 	}
 	pw := strings.TrimRight(line, "\r\n")
 	if pw == "" {
-		return "", usagef("empty password on standard input")
+		return "", cli.Usagef("empty password on standard input")
 	}
 	return pw, nil
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	clientv1 "github.com/roamfed/roamfed/api/client/v1"
+	"github.com/roamfed/roamfed/internal/cli"
 )
 
 // chatBacklog is how many earlier messages chat shows first.
@@ -22,7 +23,7 @@ func (a *app) chatCmd() *cobra.Command {
 		Long: `Talk in a group. Prints the last 20 messages, then each new one as it comes,
 like tail; each line read from standard input is sent. /quit or end of
 input leaves. GROUP is a group id, or the name of one of your groups.`,
-		Args: args("GROUP"),
+		Args: cli.Args("GROUP"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			c, err := a.connect()

@@ -11,27 +11,9 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-)
 
-// codeNames are gRPC codes as a person reads them.
-var codeNames = map[codes.Code]string{
-	codes.Canceled:           "canceled",
-	codes.Unknown:            "unknown error",
-	codes.InvalidArgument:    "invalid argument",
-	codes.DeadlineExceeded:   "deadline exceeded",
-	codes.NotFound:           "not found",
-	codes.AlreadyExists:      "already exists",
-	codes.PermissionDenied:   "permission denied",
-	codes.ResourceExhausted:  "resource exhausted",
-	codes.FailedPrecondition: "failed precondition",
-	codes.Aborted:            "aborted",
-	codes.OutOfRange:         "out of range",
-	codes.Unimplemented:      "unimplemented",
-	codes.Internal:           "internal error",
-	codes.Unavailable:        "unavailable",
-	codes.DataLoss:           "data loss",
-	codes.Unauthenticated:    "unauthenticated",
-}
+	"github.com/roamfed/roamfed/internal/cli"
+)
 
 // describe turns err into the one line the user reads after "roamchat: op: ".
 func (a *app) describe(err error) string {
@@ -71,11 +53,7 @@ func (a *app) describe(err error) string {
 // wrong, which precondition failed. Details the message already says are
 // left out.
 func describeStatus(st *status.Status) string {
-	name, ok := codeNames[st.Code()]
-	if !ok {
-		name = st.Code().String()
-	}
-	msg := name
+	msg := cli.CodeName(st.Code())
 	// A region joins several validation errors with newlines.
 	if m := strings.Join(strings.Fields(strings.ReplaceAll(st.Message(), "\n", "; ")), " "); m != "" {
 		msg += ": " + m

@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	clientv1 "github.com/roamfed/roamfed/api/client/v1"
+	"github.com/roamfed/roamfed/internal/cli"
 )
 
 func (a *app) groupCmd() *cobra.Command {
@@ -17,9 +18,9 @@ func (a *app) groupCmd() *cobra.Command {
 		Args:  cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
-				return usagef("missing group command")
+				return cli.Usagef("missing group command")
 			}
-			return unknownCommand(cmd, args[0])
+			return cli.UnknownCommand(cmd, args[0])
 		},
 	}
 	cmd.AddCommand(
@@ -44,7 +45,7 @@ The new group's id is printed alone on the first line, so that a script can
 take it:
 
   gid=$(roamchat group create lobby | head -1)`,
-		Args: args("NAME"),
+		Args: cli.Args("NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			settings, err := parseSettings(sets)
 			if err != nil {
@@ -79,7 +80,7 @@ func (a *app) groupShowCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "show ID",
 		Short: "Show a group's data (members only)",
-		Args:  args("ID"),
+		Args:  cli.Args("ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := a.connect()
 			if err != nil {
@@ -109,7 +110,7 @@ func (a *app) groupUpdateCmd() *cobra.Command {
 merged into the group's; --set key= (empty value) removes a key. With
 --if-version, the update is refused unless the group is still at that
 version.`,
-		Args: args("ID"),
+		Args: cli.Args("ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			req := &clientv1.UpdateGroupRequest{GroupId: args[0], ExpectedVersion: ifVersion}
 			if cmd.Flags().Changed("name") {
@@ -123,7 +124,7 @@ version.`,
 				return err
 			}
 			if req.Name == nil && req.Notice == nil && len(req.Settings) == 0 {
-				return usagef("nothing to update: give --name, --notice or --set")
+				return cli.Usagef("nothing to update: give --name, --notice or --set")
 			}
 			c, err := a.connect()
 			if err != nil {
@@ -151,7 +152,7 @@ func (a *app) groupJoinCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "join ID",
 		Short: "Join a group",
-		Args:  args("ID"),
+		Args:  cli.Args("ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := a.connect()
 			if err != nil {
@@ -175,7 +176,7 @@ func (a *app) groupLeaveCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "leave ID",
 		Short: "Leave a group",
-		Args:  args("ID"),
+		Args:  cli.Args("ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := a.connect()
 			if err != nil {
@@ -197,7 +198,7 @@ func (a *app) groupListCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "list",
 		Short: "List your groups",
-		Args:  args(),
+		Args:  cli.Args(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := a.connect()
 			if err != nil {
@@ -226,10 +227,10 @@ func parseSettings(sets []string) (map[string]string, error) {
 	for _, s := range sets {
 		k, v, ok := strings.Cut(s, "=")
 		if !ok {
-			return nil, usagef("--set %q: want key=value", s)
+			return nil, cli.Usagef("--set %q: want key=value", s)
 		}
 		if k == "" {
-			return nil, usagef("--set %q: empty key", s)
+			return nil, cli.Usagef("--set %q: empty key", s)
 		}
 		m[k] = v
 	}

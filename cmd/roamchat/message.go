@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/roamfed/roamfed/internal/cli"
 	"github.com/roamfed/roamfed/internal/ids"
 
 	clientv1 "github.com/roamfed/roamfed/api/client/v1"
@@ -30,11 +31,11 @@ is a group id, or the name of one of your groups.
 Prints "committed seq=N id=ID" once the group's home region stored it, or
 "accepted id=ID (...)" when the home region is out of reach and the message
 waits, stored, in this region's outbox.`,
-		Args: args("GROUP", "TEXT..."),
+		Args: cli.Args("GROUP", "TEXT..."),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			text := strings.Join(args[1:], " ")
 			if strings.TrimSpace(text) == "" {
-				return usagef("empty message")
+				return cli.Usagef("empty message")
 			}
 			ctx := cmd.Context()
 			c, err := a.connect()
@@ -108,7 +109,7 @@ func (a *app) historyCmd() *cobra.Command {
 		Long: `Print a group's messages after sequence number --after, at most --limit of
 them (the region's default page when 0), or with --all every one up to the
 latest. GROUP is a group id, or the name of one of your groups.`,
-		Args: args("GROUP"),
+		Args: cli.Args("GROUP"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			c, err := a.connect()

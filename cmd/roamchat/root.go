@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/roamfed/roamfed/internal/cli"
 )
 
 // Exit codes.
@@ -81,16 +83,16 @@ directory's roamfed/profiles); --profile picks another one.`,
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
-				return usagef("missing command")
+				return cli.Usagef("missing command")
 			}
-			return unknownCommand(cmd, args[0])
+			return cli.UnknownCommand(cmd, args[0])
 		},
 	}
 	root.SetIn(a.stdin)
 	root.SetOut(a.stdout)
 	root.SetErr(a.stderr)
 	root.CompletionOptions.DisableDefaultCmd = true
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return cli.UsageError{Err: err} })
 
 	f := root.PersistentFlags()
 	f.StringVar(&a.server, "server", "", "region address `host:port` (default: profile's server, $ROAMCHAT_SERVER, or "+defaultServer+")")
@@ -115,13 +117,13 @@ directory's roamfed/profiles); --profile picks another one.`,
 
 func (a *app) validateGlobals() error {
 	if err := validProfileName(a.profile); err != nil {
-		return usageError{fmt.Errorf("--profile: %w", err)}
+		return cli.UsageError{Err: fmt.Errorf("--profile: %w", err)}
 	}
 	if a.timeout < 0 {
-		return usagef("--timeout: must not be negative")
+		return cli.Usagef("--timeout: must not be negative")
 	}
 	if a.serverSet && strings.TrimSpace(a.server) == "" {
-		return usagef("--server: empty address")
+		return cli.Usagef("--server: empty address")
 	}
 	if a.caFile != "" {
 		a.tls = true
@@ -131,72 +133,18 @@ func (a *app) validateGlobals() error {
 
 // report prints err for the command that failed and returns the exit code.
 func (a *app) report(cmd *cobra.Command, err error) int {
-	if ue, ok := errors.AsType[usageError](err); ok {
+	if ue, ok := errors.AsType[cli.UsageError](err); ok {
 		path := "roamchat"
 		if cmd != nil {
 			path = cmd.CommandPath()
 		}
-		fmt.Fprintf(a.stderr, "roamchat: %v\nRun '%s --help' for usage.\n", ue.err, path)
+		fmt.Fprintf(a.stderr, "roamchat: %v\nRun '%s --help' for usage.\n", ue.Err, path)
 		return exitUsage
 	}
 	prefix := "roamchat: "
-	if op := opName(cmd); op != "" {
+	if op := cli.OpName(cmd); op != "" {
 		prefix += op + ": "
 	}
 	fmt.Fprintln(a.stderr, prefix+a.describe(err))
 	return exitError
-}
-
-// opName is the command path without the program name: "group create".
-func opName(cmd *cobra.Command) string {
-	if cmd == nil || !cmd.HasParent() {
-		return ""
-	}
-	_, op, _ := strings.Cut(cmd.CommandPath(), " ")
-	return op
-}
-
-// usageError marks a wrong command line: it exits with exitUsage.
-type usageError struct{ err error }
-
-func (e usageError) Error() string { return e.err.Error() }
-func (e usageError) Unwrap() error { return e.err }
-
-func usagef(format string, args ...any) error {
-	return usageError{fmt.Errorf(format, args...)}
-}
-
-func unknownCommand(cmd *cobra.Command, name string) error {
-	msg := fmt.Sprintf("unknown command %q for %q", name, cmd.CommandPath())
-	if cmd.SuggestionsMinimumDistance <= 0 {
-		cmd.SuggestionsMinimumDistance = 2 // cobra's own default, set lazily
-	}
-	if s := cmd.SuggestionsFor(name); len(s) > 0 {
-		msg += fmt.Sprintf(" (did you mean %q?)", s[0])
-	}
-	return usageError{errors.New(msg)}
-}
-
-// args checks the positional arguments: exactly the names given, the last
-// of which may end in "..." to take one or more; a name in brackets is
-// optional ("[GROUP...]").
-func args(names ...string) cobra.PositionalArgs {
-	return func(_ *cobra.Command, got []string) error {
-		min, max := 0, len(names)
-		for _, n := range names {
-			if !strings.HasPrefix(n, "[") {
-				min++
-			}
-		}
-		if len(names) > 0 && strings.HasSuffix(strings.Trim(names[len(names)-1], "[]"), "...") {
-			max = -1
-		}
-		switch {
-		case len(got) < min:
-			return usagef("missing %s", strings.Trim(names[len(got)], "[]."))
-		case max >= 0 && len(got) > max:
-			return usagef("unexpected argument %q", got[max])
-		}
-		return nil
-	}
 }

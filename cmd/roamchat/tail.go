@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	clientv1 "github.com/roamfed/roamfed/api/client/v1"
+	"github.com/roamfed/roamfed/internal/cli"
 )
 
 func (a *app) tailCmd() *cobra.Command {
@@ -19,7 +20,7 @@ interrupted. Each message is printed once and in order; one the region
 could not push is fetched from the group's history. When the stream breaks,
 tail reconnects and fills the gap. GROUP is a group id, or the name of one
 of your groups.`,
-		Args: args("[GROUP...]"),
+		Args: cli.Args("[GROUP...]"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ctx := cmd.Context()
 			c, err := a.connect()

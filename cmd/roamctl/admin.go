@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	adminv1 "github.com/roamfed/roamfed/api/admin/v1"
+	"github.com/roamfed/roamfed/internal/cli"
 	"github.com/roamfed/roamfed/internal/clientkit"
 	"github.com/roamfed/roamfed/regions"
 )
@@ -77,7 +78,7 @@ func (a *app) region(name string) (regions.Region, error) {
 	}
 	r, ok := fed.Region(name)
 	if !ok {
-		return regions.Region{}, usagef("no region %q in %s (it has %s)", name, fed.Source, strings.Join(fed.Names(), ", "))
+		return regions.Region{}, cli.Usagef("no region %q in %s (it has %s)", name, fed.Source, strings.Join(fed.Names(), ", "))
 	}
 	return r, nil
 }

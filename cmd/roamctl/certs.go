@@ -7,6 +7,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/roamfed/roamfed/internal/certs"
+	"github.com/roamfed/roamfed/internal/cli"
 	"github.com/roamfed/roamfed/regions"
 )
 
@@ -28,7 +29,7 @@ regions come from --regions, else from the federation file. Give each region
 its own certificate, its key, and ca.pem; keep ca-key.pem offline.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if out == "" {
-				return usageError{fmt.Errorf("certs init: --out DIR is required")}
+				return cli.UsageError{Err: fmt.Errorf("certs init: --out DIR is required")}
 			}
 			fed, err := a.federation()
 			if err != nil {

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	adminv1 "github.com/roamfed/roamfed/api/admin/v1"
+	"github.com/roamfed/roamfed/internal/cli"
 )
 
 func (a *app) drillCmd() *cobra.Command {
@@ -30,7 +31,7 @@ func (a *app) drillCutCmd() *cobra.Command {
 both ends. If A's admin API does not answer, B is asked instead. Traffic
 between A and B then goes through a third region, or waits in the durable
 outbox when there is none, until 'roamctl drill restore A B'.`,
-		Args: args("A", "B"),
+		Args: cli.Args("A", "B"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			d, err := a.drill(cmd.Context(), "cut", args[0], args[1], reason)
 			if err != nil {
@@ -51,7 +52,7 @@ func (a *app) drillRestoreCmd() *cobra.Command {
 		Short: "End a cut of the link between regions A and B",
 		Long: `restore asks region A's admin API to end the cut of its link with B, at both
 ends; if A's admin API does not answer, B is asked instead.`,
-		Args: args("A", "B"),
+		Args: cli.Args("A", "B"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			d, err := a.drill(cmd.Context(), "restore", args[0], args[1], reason)
 			if err != nil {
@@ -69,7 +70,7 @@ ends; if A's admin API does not answer, B is asked instead.`,
 // does not answer.
 func (a *app) drill(ctx context.Context, action, x, y, reason string) (*adminv1.Drill, error) {
 	if x == y {
-		return nil, usagef("A and B are both %q; a link joins two regions", x)
+		return nil, cli.Usagef("A and B are both %q; a link joins two regions", x)
 	}
 	for _, r := range []string{x, y} {
 		if _, err := a.region(r); err != nil {

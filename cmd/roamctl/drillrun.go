@@ -15,6 +15,7 @@ import (
 	adminv1 "github.com/roamfed/roamfed/api/admin/v1"
 	roamingv1 "github.com/roamfed/roamfed/api/roaming/v1"
 	"github.com/roamfed/roamfed/internal/checker"
+	"github.com/roamfed/roamfed/internal/cli"
 	"github.com/roamfed/roamfed/regions"
 )
 
@@ -116,21 +117,21 @@ func (c *runConfig) resolve(fed *regions.Federation) error {
 	c.x, c.y = x, y
 	switch {
 	case c.duration <= 0:
-		return usagef("--duration: must be positive")
+		return cli.Usagef("--duration: must be positive")
 	case c.rate <= 0:
-		return usagef("--rate: must be positive")
+		return cli.Usagef("--rate: must be positive")
 	case c.rate > 100_000:
-		return usagef("--rate: at most 100000 messages a second")
+		return cli.Usagef("--rate: at most 100000 messages a second")
 	case c.usersPerRegion < 1:
-		return usagef("--users-per-region: at least 1")
+		return cli.Usagef("--users-per-region: at least 1")
 	case c.groups < 1:
-		return usagef("--groups: at least 1")
+		return cli.Usagef("--groups: at least 1")
 	case c.inflight < 1:
-		return usagef("--inflight: at least 1")
+		return cli.Usagef("--inflight: at least 1")
 	case c.settle <= 0:
-		return usagef("--settle-timeout: must be positive")
+		return cli.Usagef("--settle-timeout: must be positive")
 	case c.warmup < 0:
-		return usagef("--warmup: must not be negative")
+		return cli.Usagef("--warmup: must not be negative")
 	}
 	if c.warmup == 0 {
 		c.warmup = min(3*time.Second, c.duration/5)
@@ -140,9 +141,9 @@ func (c *runConfig) resolve(fed *regions.Federation) error {
 	}
 	switch {
 	case c.warmup >= c.restoreAfter:
-		return usagef("--warmup %s must end before the restore at %s", c.warmup, c.restoreAfter)
+		return cli.Usagef("--warmup %s must end before the restore at %s", c.warmup, c.restoreAfter)
 	case c.restoreAfter > c.duration:
-		return usagef("--restore-after %s is past --duration %s", c.restoreAfter, c.duration)
+		return cli.Usagef("--restore-after %s is past --duration %s", c.restoreAfter, c.duration)
 	}
 	if c.runID == "" {
 		c.runID = randomHex(3)
@@ -155,12 +156,12 @@ func (c *runConfig) resolve(fed *regions.Federation) error {
 // validRunID keeps the names made from the run id valid usernames.
 func validRunID(s string) error {
 	if len(s) > 24 {
-		return usagef("--run-id: at most 24 characters")
+		return cli.Usagef("--run-id: at most 24 characters")
 	}
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-') {
-			return usagef("--run-id: only lowercase letters, digits and '-'")
+			return cli.Usagef("--run-id: only lowercase letters, digits and '-'")
 		}
 	}
 	return nil
@@ -170,7 +171,7 @@ func validRunID(s string) error {
 // may hold '-', so every split is tried.
 func splitLink(s string, fed *regions.Federation) (string, string, error) {
 	if s == "" {
-		return "", "", usagef("--cut: missing; name the link as A-B")
+		return "", "", cli.Usagef("--cut: missing; name the link as A-B")
 	}
 	for i := strings.Index(s, "-"); i >= 0; {
 		x, y := s[:i], s[i+1:]
@@ -178,7 +179,7 @@ func splitLink(s string, fed *regions.Federation) (string, string, error) {
 		_, okY := fed.Region(y)
 		if okX && okY {
 			if x == y {
-				return "", "", usagef("--cut %s: a link joins two different regions", s)
+				return "", "", cli.Usagef("--cut %s: a link joins two different regions", s)
 			}
 			return x, y, nil
 		}
@@ -188,7 +189,7 @@ func splitLink(s string, fed *regions.Federation) (string, string, error) {
 		}
 		i += j + 1
 	}
-	return "", "", usagef("--cut %q: want A-B, two regions of %s (%s)", s, fed.Source, strings.Join(fed.Names(), ", "))
+	return "", "", cli.Usagef("--cut %q: want A-B, two regions of %s (%s)", s, fed.Source, strings.Join(fed.Names(), ", "))
 }
 
 // preflightPatience is how long a drill waits for the link to be up

@@ -7,27 +7,9 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-)
 
-// codeNames are gRPC codes as a person reads them.
-var codeNames = map[codes.Code]string{
-	codes.Canceled:           "canceled",
-	codes.Unknown:            "unknown error",
-	codes.InvalidArgument:    "invalid argument",
-	codes.DeadlineExceeded:   "deadline exceeded",
-	codes.NotFound:           "not found",
-	codes.AlreadyExists:      "already exists",
-	codes.PermissionDenied:   "permission denied",
-	codes.ResourceExhausted:  "resource exhausted",
-	codes.FailedPrecondition: "failed precondition",
-	codes.Aborted:            "aborted",
-	codes.OutOfRange:         "out of range",
-	codes.Unimplemented:      "unimplemented",
-	codes.Internal:           "internal error",
-	codes.Unavailable:        "unavailable",
-	codes.DataLoss:           "data loss",
-	codes.Unauthenticated:    "unauthenticated",
-}
+	"github.com/roamfed/roamfed/internal/cli"
+)
 
 // describe turns err into the one line printed after "roamctl: op: ".
 func describe(err error) string {
@@ -44,10 +26,7 @@ func describe(err error) string {
 	if !ok {
 		return err.Error()
 	}
-	msg, ok := codeNames[st.Code()]
-	if !ok {
-		msg = st.Code().String()
-	}
+	msg := cli.CodeName(st.Code())
 	m := st.Message()
 	if st.Code() == codes.Unavailable {
 		m = shortError(m)

@@ -11,6 +11,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/roamfed/roamfed/internal/cli"
+
 	"github.com/roamfed/roamfed/regions"
 )
 
@@ -94,15 +96,15 @@ else --token-file, else $` + tokenEnv + `, else ` + defaultTokenFile + ` (which
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
-				return usagef("missing command")
+				return cli.Usagef("missing command")
 			}
-			return unknownCommand(cmd, args[0])
+			return cli.UnknownCommand(cmd, args[0])
 		},
 	}
 	root.SetOut(a.stdout)
 	root.SetErr(a.stderr)
 	root.CompletionOptions.DisableDefaultCmd = true
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return cli.UsageError{Err: err} })
 
 	f := root.PersistentFlags()
 	f.StringVar(&a.fedPath, "federation", "", "federation `FILE` (default: "+defaultFederationFile+" if present, else the built-in dev federation)")
@@ -130,7 +132,7 @@ else --token-file, else $` + tokenEnv + `, else ` + defaultTokenFile + ` (which
 // whole tree.
 func setArgsUsage(c *cobra.Command) {
 	if c.Args == nil {
-		c.Args = args()
+		c.Args = cli.Args()
 	}
 	for _, sub := range c.Commands() {
 		setArgsUsage(sub)
@@ -139,13 +141,13 @@ func setArgsUsage(c *cobra.Command) {
 
 func (a *app) validateGlobals(cmd *cobra.Command) error {
 	if a.timeout <= 0 {
-		return usagef("--timeout: must be positive")
+		return cli.Usagef("--timeout: must be positive")
 	}
 	if cmd.Flags().Changed("token") && strings.TrimSpace(a.token) == "" {
-		return usagef("--token: empty")
+		return cli.Usagef("--token: empty")
 	}
 	if a.token != "" && a.tokenFile != "" {
-		return usagef("--token and --token-file: give one")
+		return cli.Usagef("--token and --token-file: give one")
 	}
 	if a.caFile != "" {
 		a.tls = true
@@ -155,19 +157,19 @@ func (a *app) validateGlobals(cmd *cobra.Command) error {
 
 // report prints err for the command that failed and returns the exit code.
 func (a *app) report(cmd *cobra.Command, err error) int {
-	if ue, ok := errors.AsType[usageError](err); ok {
+	if ue, ok := errors.AsType[cli.UsageError](err); ok {
 		path := "roamctl"
 		if cmd != nil {
 			path = cmd.CommandPath()
 		}
-		fmt.Fprintf(a.stderr, "roamctl: %v\nRun '%s --help' for usage.\n", ue.err, path)
+		fmt.Fprintf(a.stderr, "roamctl: %v\nRun '%s --help' for usage.\n", ue.Err, path)
 		return exitUsage
 	}
 	if errors.Is(err, errChecksFailed) {
 		return exitError // the report said why
 	}
 	prefix := "roamctl: "
-	if op := opName(cmd); op != "" {
+	if op := cli.OpName(cmd); op != "" {
 		prefix += op + ": "
 	}
 	fmt.Fprintln(a.stderr, prefix+describe(err))
@@ -177,49 +179,6 @@ func (a *app) report(cmd *cobra.Command, err error) int {
 // errChecksFailed ends a command whose output already says what failed.
 var errChecksFailed = errors.New("checks failed")
 
-// opName is the command path without the program name: "drill cut".
-func opName(cmd *cobra.Command) string {
-	if cmd == nil || !cmd.HasParent() {
-		return ""
-	}
-	_, op, _ := strings.Cut(cmd.CommandPath(), " ")
-	return op
-}
-
-// usageError marks a wrong command line: it exits with exitUsage.
-type usageError struct{ err error }
-
-func (e usageError) Error() string { return e.err.Error() }
-func (e usageError) Unwrap() error { return e.err }
-
-func usagef(format string, args ...any) error {
-	return usageError{fmt.Errorf(format, args...)}
-}
-
-func unknownCommand(cmd *cobra.Command, name string) error {
-	msg := fmt.Sprintf("unknown command %q for %q", name, cmd.CommandPath())
-	if cmd.SuggestionsMinimumDistance <= 0 {
-		cmd.SuggestionsMinimumDistance = 2
-	}
-	if s := cmd.SuggestionsFor(name); len(s) > 0 {
-		msg += fmt.Sprintf(" (did you mean %q?)", s[0])
-	}
-	return usageError{errors.New(msg)}
-}
-
-// args checks the positional arguments: exactly the names given.
-func args(names ...string) cobra.PositionalArgs {
-	return func(_ *cobra.Command, got []string) error {
-		switch {
-		case len(got) < len(names):
-			return usagef("missing %s", names[len(got)])
-		case len(got) > len(names):
-			return usagef("unexpected argument %q", got[len(names)])
-		}
-		return nil
-	}
-}
-
 // groupCmd is a command that only holds subcommands.
 func groupCmd(use, short string, subs ...*cobra.Command) *cobra.Command {
 	c := &cobra.Command{
@@ -228,9 +187,9 @@ func groupCmd(use, short string, subs ...*cobra.Command) *cobra.Command {
 		Args:  cobra.ArbitraryArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(args) == 0 {
-				return usagef("missing subcommand")
+				return cli.Usagef("missing subcommand")
 			}
-			return unknownCommand(cmd, args[0])
+			return cli.UnknownCommand(cmd, args[0])
 		},
 	}
 	c.AddCommand(subs...)
