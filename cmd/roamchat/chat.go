@@ -68,7 +68,7 @@ func (f *follower) startBack(ctx context.Context, group string, n uint64, ack fu
 	if h.GetLastSeq() > n {
 		from = h.GetLastSeq() - n
 	}
-	f.box.follow(group, from)
+	f.box.Follow(group, from)
 	fmt.Fprintf(f.a.stderr, "* chatting in %s (%s); /quit to leave\n", clean(g.GetGroup().GetName()), group)
 	return f.fill(ctx, group, ack)
 }

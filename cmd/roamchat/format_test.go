@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	clientv1 "github.com/roamfed/roamfed/api/client/v1"
+	"github.com/roamfed/roamfed/internal/clientkit"
 )
 
 var t0 = time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
@@ -168,11 +169,11 @@ func TestRetryable(t *testing.T) {
 		if got := retryableSend(err); got != tc.send {
 			t.Errorf("retryableSend(%v) = %v", tc.code, got)
 		}
-		if got := retryableStream(err); got != tc.stream {
-			t.Errorf("retryableStream(%v) = %v", tc.code, got)
+		if got := clientkit.Retryable(err); got != tc.stream {
+			t.Errorf("clientkit.Retryable(%v) = %v", tc.code, got)
 		}
 	}
-	if !retryableStream(errSilent) {
+	if !clientkit.Retryable(clientkit.ErrSilent) {
 		t.Errorf("a silent stream is not retried")
 	}
 	d, ok := retryDelay(func() error {

@@ -4,9 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"math"
-	"sync"
+	"slices"
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -14,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	clientv1 "github.com/roamfed/roamfed/api/client/v1"
+	"github.com/roamfed/roamfed/internal/clientkit"
 )
 
 // Tuning of a follower.
@@ -28,19 +28,15 @@ const (
 	fillTries = 3
 )
 
-var (
-	// errQuit ends a follower on the user's request.
-	errQuit = errors.New("quit")
-	// errStreamEnded reports that the region closed the session stream.
-	errStreamEnded = errors.New("the region ended the session")
-	// errSilent reports a stream that stopped answering pings.
-	errSilent = errors.New("no word from the region; the stream looks dead")
-)
+// errQuit ends a follower on the user's request.
+var errQuit = errors.New("quit")
 
 // follower keeps a Session stream open and prints, in order and once
 // each, the messages of the groups it follows; tail and chat are both
 // followers. When the stream breaks it reconnects with backoff and fills
-// the gap from each group's history.
+// the gap from each group's history. The stream and the ordering are
+// clientkit's (Stream, Inbox); what to print, when to give up and how to
+// say so are roamchat's, which is why it is not a clientkit.Follower.
 //
 // A follower is used by one goroutine; it owns the stream's receiving
 // goroutine and stops it before run returns.
@@ -65,7 +61,7 @@ type follower struct {
 	gapGrace  time.Duration
 	retry     backoff
 
-	box     *inbox
+	box     *clientkit.Inbox
 	labels  map[string]string // group id -> name, "" when unknown
 	online  map[string]*clientv1.Presence
 	expect  map[string]uint64 // group -> seq known committed, maybe not yet printed
@@ -81,7 +77,7 @@ func (a *app) newFollower(c *conn, op string) *follower {
 		pingEvery: defaultPingEvery,
 		gapGrace:  defaultGapGrace,
 		retry:     backoff{min: 250 * time.Millisecond, max: 15 * time.Second},
-		box:       newInbox(),
+		box:       clientkit.NewInbox(),
 		labels:    make(map[string]string),
 		online:    make(map[string]*clientv1.Presence),
 		expect:    make(map[string]uint64),
@@ -99,10 +95,10 @@ func (f *follower) run(ctx context.Context) error {
 		switch {
 		case ctx.Err() != nil, errors.Is(err, errQuit):
 			return nil
-		case errors.Is(err, errStreamEnded):
+		case errors.Is(err, clientkit.ErrSessionEnded):
 			fmt.Fprintf(f.a.stderr, "roamchat: %s: %v\n", f.op, err)
 			return nil
-		case !f.started || !retryableStream(err):
+		case !f.started || !clientkit.Retryable(err):
 			return err
 		}
 		wait := f.retry.wait()
@@ -140,80 +136,13 @@ func (f *follower) pause(ctx context.Context, d time.Duration) error {
 
 // runStream runs one Session stream to its end.
 func (f *follower) runStream(ctx context.Context) error {
-	ctx, cancel := context.WithCancel(ctx)
-	stream, err := f.c.api.Session(ctx)
+	s, ready, err := clientkit.OpenStream(ctx, f.c.api, f.a.timeout)
 	if err != nil {
-		cancel()
-		return err
+		return f.sessionErr(err)
 	}
-	// roamchat reads Deliveries frames; a region that predates them
-	// ignores the frame. On io.EOF the stream has ended, and Recv says why.
-	caps := &clientv1.SessionRequest{Kind: &clientv1.SessionRequest_Capabilities{Capabilities: &clientv1.Capabilities{Deliveries: true}}}
-	if err := stream.Send(caps); err != nil && !errors.Is(err, io.EOF) {
-		cancel()
-		return fmt.Errorf("session: capabilities: %w", err)
-	}
-	events := make(chan *clientv1.SessionResponse)
-	recvErr := make(chan error, 1)
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for {
-			r, err := stream.Recv()
-			if err != nil {
-				recvErr <- err
-				return
-			}
-			select {
-			case events <- r:
-			case <-ctx.Done():
-				return
-			}
-		}
-	})
-	defer func() {
-		cancel()
-		wg.Wait()
-	}()
-
-	// streamErr is how the stream's end reads: EOF is the region's choice.
-	streamErr := func(err error) error {
-		if errors.Is(err, io.EOF) {
-			return errStreamEnded
-		}
-		return err
-	}
-
-	var readyTimeout <-chan time.Time
-	if f.a.timeout > 0 {
-		t := time.NewTimer(f.a.timeout)
-		defer t.Stop()
-		readyTimeout = t.C
-	}
-	var first *clientv1.SessionResponse
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case first = <-events:
-	case err := <-recvErr:
-		return streamErr(err)
-	case <-readyTimeout:
-		return fmt.Errorf("session: no Ready from the region within --timeout %s", f.a.timeout)
-	}
-	ready := first.GetReady()
-	if ready == nil {
-		return fmt.Errorf("session: the region sent %T before Ready", first.GetKind())
-	}
+	defer s.Close()
 	f.snapshot(ready.GetOnline())
-	ack := func(ids []uint64) error {
-		if len(ids) == 0 {
-			return nil
-		}
-		err := stream.Send(&clientv1.SessionRequest{Kind: &clientv1.SessionRequest_Ack{Ack: &clientv1.Ack{DeliveryIds: ids}}})
-		if err != nil {
-			return fmt.Errorf("session: ack: %w", err)
-		}
-		return nil
-	}
+	ack := func(ids []uint64) error { return f.sessionErr(s.Ack(ids)) }
 	// The stream is up before any history is read, so nothing committed in
 	// between is missed; what both bring is printed once.
 	if !f.started {
@@ -223,7 +152,7 @@ func (f *follower) runStream(ctx context.Context) error {
 		f.started = true
 	} else {
 		// Reconnected: fetch what was committed while the stream was down.
-		for _, g := range f.box.followed() {
+		for _, g := range f.box.Followed() {
 			if err := f.fill(ctx, g, ack); err != nil {
 				return err
 			}
@@ -233,11 +162,9 @@ func (f *follower) runStream(ctx context.Context) error {
 
 	ping := time.NewTicker(f.pingEvery)
 	defer ping.Stop()
-	heard := time.Now()
 	gap := time.NewTimer(time.Hour)
 	gap.Stop()
 	gapArmed := false
-	var nonce uint64
 	for {
 		if !gapArmed && len(f.due()) > 0 {
 			gap.Reset(f.gapGrace)
@@ -246,22 +173,17 @@ func (f *follower) runStream(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case err := <-recvErr:
-			// The receiver hands over every response before its final
-			// error, so none is lost to this select.
-			return streamErr(err)
-		case r := <-events:
-			heard = time.Now()
+		case err := <-s.Ended():
+			// The stream hands over every frame before its end, so none
+			// is lost to this select.
+			return err
+		case r := <-s.Frames():
 			if err := f.handle(ctx, r, ack); err != nil {
 				return err
 			}
 		case <-ping.C:
-			if time.Since(heard) > 2*f.pingEvery+f.a.timeout {
-				return fmt.Errorf("session: %w", errSilent)
-			}
-			nonce++
-			if err := stream.Send(&clientv1.SessionRequest{Kind: &clientv1.SessionRequest_Ping{Ping: &clientv1.Ping{Nonce: nonce}}}); err != nil {
-				return fmt.Errorf("session: ping: %w", err)
+			if err := s.Ping(2*f.pingEvery + f.a.timeout); err != nil {
+				return f.sessionErr(err)
 			}
 		case <-gap.C:
 			gapArmed = false
@@ -285,7 +207,7 @@ func (f *follower) runStream(ctx context.Context) error {
 // printed before the follower ends with err.
 func (f *follower) finish(ctx context.Context, ack func([]uint64) error, err error) error {
 	for g, seq := range f.expect {
-		if last, _ := f.box.last(g); last < seq {
+		if f.box.Last(g) < seq {
 			f.fill(ctx, g, ack) // best effort: the follower is ending anyway
 		}
 	}
@@ -294,15 +216,14 @@ func (f *follower) finish(ctx context.Context, ack func([]uint64) error, err err
 
 // handle acts on one response of the stream.
 func (f *follower) handle(ctx context.Context, r *clientv1.SessionResponse, ack func([]uint64) error) error {
-	switch k := r.GetKind().(type) {
-	case *clientv1.SessionResponse_Delivery:
-		return ack(f.live(ctx, k.Delivery, nil))
-	case *clientv1.SessionResponse_Deliveries:
+	if ds := clientkit.Deliveries(r); len(ds) > 0 {
 		var ids []uint64
-		for _, d := range k.Deliveries.GetDeliveries() {
+		for _, d := range ds {
 			ids = f.live(ctx, d, ids)
 		}
 		return ack(ids)
+	}
+	switch k := r.GetKind().(type) {
 	case *clientv1.SessionResponse_Presence:
 		f.presence(k.Presence)
 	case *clientv1.SessionResponse_CatchUp:
@@ -310,7 +231,7 @@ func (f *follower) handle(ctx context.Context, r *clientv1.SessionResponse, ack 
 		if !f.wants(g) {
 			return nil
 		}
-		f.box.follow(g, k.CatchUp.GetAfterSeq())
+		f.box.Follow(g, k.CatchUp.GetAfterSeq())
 		return f.fill(ctx, g, ack)
 	case *clientv1.SessionResponse_Ready:
 		f.snapshot(k.Ready.GetOnline())
@@ -327,9 +248,18 @@ func (f *follower) live(ctx context.Context, d *clientv1.Delivery, ids []uint64)
 		// acknowledgement would mark it read.
 		return ids
 	}
-	ready, a := f.box.add(m, d.GetDeliveryId())
+	ready, a := f.add(m, clientkit.Live, d.GetDeliveryId())
 	f.print(ctx, ready)
 	return append(ids, a...)
+}
+
+// add puts m in the inbox. A group not followed yet, one joined after the
+// start say, is followed from this message on rather than its first.
+func (f *follower) add(m *clientv1.Message, src clientkit.Source, deliveries ...uint64) ([]clientkit.Released, []uint64) {
+	if m.GetSeq() > 0 {
+		f.box.Follow(m.GetGroupId(), m.GetSeq()-1)
+	}
+	return f.box.Add(m, src, deliveries...)
 }
 
 func (f *follower) wants(group string) bool {
@@ -339,35 +269,25 @@ func (f *follower) wants(group string) bool {
 // due returns the groups whose history should be read now: they hold
 // messages beyond a gap, or the user sent one not printed yet.
 func (f *follower) due() []string {
-	groups := f.box.gaps()
+	groups := f.box.Gapped()
 	for g, seq := range f.expect {
-		last, _ := f.box.last(g)
-		if last >= seq {
+		if f.box.Last(g) >= seq {
 			delete(f.expect, g)
-		} else if !contains(groups, g) {
+		} else if !slices.Contains(groups, g) {
 			groups = append(groups, g)
 		}
 	}
 	return groups
 }
 
-func contains(s []string, v string) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
-}
-
 // fill reads group's history after the last message printed and prints
 // it. A gap that complete reads leave open fillTries times is given up:
 // what follows it is printed.
 func (f *follower) fill(ctx context.Context, group string, ack func([]uint64) error) error {
-	after, _ := f.box.last(group)
+	after := f.box.Last(group)
 	var ids []uint64
 	r, err := f.a.history(ctx, f.c, group, after, 0, true, func(m *clientv1.Message) {
-		ready, a := f.box.add(m)
+		ready, a := f.add(m, clientkit.History)
 		f.print(ctx, ready)
 		ids = append(ids, a...)
 	})
@@ -383,12 +303,12 @@ func (f *follower) fill(ctx context.Context, group string, ack func([]uint64) er
 	default:
 		return err
 	}
-	ready, ids := f.box.settle(group, max(r.last, r.logLast))
+	ready, ids := f.box.Settle(group, max(r.last, r.logLast))
 	f.print(ctx, ready)
-	if len(ready) == 0 && contains(f.box.gaps(), group) {
+	if len(ready) == 0 && slices.Contains(f.box.Gapped(), group) {
 		if f.tries[group]++; f.tries[group] >= fillTries {
 			fmt.Fprintf(f.a.stderr, "roamchat: %s: %s: messages after #%d are missing from the history; skipping them\n", f.op, f.label(ctx, group), after)
-			ready, ids = f.box.settle(group, math.MaxUint64)
+			ready, ids = f.box.Settle(group, math.MaxUint64)
 			f.print(ctx, ready)
 		}
 	} else {
@@ -399,15 +319,16 @@ func (f *follower) fill(ctx context.Context, group string, ack func([]uint64) er
 
 // drop prints what group holds and stops waiting for its gaps.
 func (f *follower) drop(ctx context.Context, group string) []uint64 {
-	ready, ids := f.box.settle(group, math.MaxUint64)
+	ready, ids := f.box.Settle(group, math.MaxUint64)
 	f.print(ctx, ready)
 	delete(f.expect, group)
 	delete(f.tries, group)
 	return ids
 }
 
-func (f *follower) print(ctx context.Context, msgs []*clientv1.Message) {
-	for _, m := range msgs {
+func (f *follower) print(ctx context.Context, msgs []clientkit.Released) {
+	for _, r := range msgs {
+		m := r.Message
 		fmt.Fprintln(f.a.stdout, formatLive(f.label(ctx, m.GetGroupId()), m))
 	}
 }
@@ -460,18 +381,21 @@ func (f *follower) snapshot(online []*clientv1.Presence) {
 	}
 }
 
-// retryableStream reports whether a new stream may cure err.
-func retryableStream(err error) bool {
-	if _, ok := status.FromError(err); !ok {
-		// Not from the region: a stream that went silent or failed to send.
-		return !errors.Is(err, context.Canceled)
+// sessionErr words a failure on this side of the stream as roamchat
+// always has ("session: ack: EOF"); the region's answers, the stream's end
+// and the caller's cancellation pass as they are.
+func (f *follower) sessionErr(err error) error {
+	if err == nil {
+		return nil
 	}
-	switch status.Code(err) {
-	case codes.Unauthenticated, codes.PermissionDenied, codes.InvalidArgument,
-		codes.Unimplemented, codes.NotFound, codes.FailedPrecondition:
-		return false
+	_, fromRegion := err.(interface{ GRPCStatus() *status.Status })
+	switch {
+	case fromRegion, errors.Is(err, clientkit.ErrSessionEnded), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return err
+	case errors.Is(err, clientkit.ErrNoReady):
+		return fmt.Errorf("session: %w within --timeout %s", clientkit.ErrNoReady, f.a.timeout)
 	}
-	return true
+	return fmt.Errorf("session: %w", err)
 }
 
 // retryDelay is the wait a RESOURCE_EXHAUSTED refusal asks for.

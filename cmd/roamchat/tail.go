@@ -56,11 +56,11 @@ func (f *follower) startAtEnd(ctx context.Context, _ func([]uint64) error) error
 	for _, g := range resp.GetGroups() {
 		f.labels[g.GetId()] = g.GetName()
 		if f.wants(g.GetId()) {
-			f.box.follow(g.GetId(), g.GetLastSeq())
+			f.box.Follow(g.GetId(), g.GetLastSeq())
 		}
 	}
 	for g := range f.only {
-		if _, ok := f.box.last(g); !ok {
+		if !f.box.Follows(g) {
 			return fmt.Errorf("%s is not one of your groups", g)
 		}
 	}

@@ -2,15 +2,11 @@ package clientkit
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
-
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	clientv1 "github.com/roamfed/roamfed/api/client/v1"
 )
@@ -100,7 +96,7 @@ type FollowerConfig struct {
 // passes receipts on, and reconnects with backoff when the stream breaks.
 type Follower struct {
 	cfg   FollowerConfig
-	box   *inbox
+	box   *Inbox
 	fill  map[string]bool // groups whose history must be read
 	tries map[string]int
 	ready chan struct{}
@@ -133,14 +129,14 @@ func NewFollower(cfg FollowerConfig) *Follower {
 	}
 	f := &Follower{
 		cfg:   cfg,
-		box:   newInbox(),
+		box:   NewInbox(),
 		fill:  make(map[string]bool),
 		tries: make(map[string]int),
 		ready: make(chan struct{}),
 		last:  make(map[string]uint64),
 	}
 	for g, after := range cfg.Start {
-		f.box.follow(g, after)
+		f.box.Follow(g, after)
 		f.last[g] = after
 	}
 	return f
@@ -165,7 +161,7 @@ func (f *Follower) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		if !retryable(err) {
+		if !Retryable(err) {
 			return err
 		}
 		if f.cfg.OnError != nil {
@@ -183,94 +179,28 @@ func (f *Follower) Run(ctx context.Context) error {
 	}
 }
 
-// errSilent ends a stream that stopped answering pings.
-var errSilent = errors.New("no word from the region; the stream looks dead")
-
 // runStream runs one Session stream to its end.
 func (f *Follower) runStream(ctx context.Context) error {
-	ctx, cancel := context.WithCancel(ctx)
-	stream, err := f.cfg.API.Session(WithToken(ctx, f.cfg.Token))
+	s, ready, err := OpenStream(WithToken(ctx, f.cfg.Token), f.cfg.API, f.cfg.CallTimeout)
 	if err != nil {
-		cancel()
 		return err
 	}
-	// The follower reads Deliveries frames; a region that predates them
-	// ignores the frame. On io.EOF the stream has ended, and Recv says why.
-	caps := &clientv1.SessionRequest{Kind: &clientv1.SessionRequest_Capabilities{Capabilities: &clientv1.Capabilities{Deliveries: true}}}
-	if err := stream.Send(caps); err != nil && !errors.Is(err, io.EOF) {
-		cancel()
-		return fmt.Errorf("capabilities: %w", err)
-	}
-	events := make(chan *clientv1.SessionResponse)
-	recvErr := make(chan error, 1)
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for {
-			r, err := stream.Recv()
-			if err != nil {
-				recvErr <- err
-				return
-			}
-			select {
-			case events <- r:
-			case <-ctx.Done():
-				return
-			}
-		}
-	})
-	defer func() {
-		cancel()
-		wg.Wait()
-	}()
-	endErr := func(err error) error {
-		if errors.Is(err, io.EOF) {
-			return errors.New("the region ended the session")
-		}
-		return err
-	}
-
-	readyTimer := time.NewTimer(f.cfg.CallTimeout)
-	defer readyTimer.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case err := <-recvErr:
-		return endErr(err)
-	case <-readyTimer.C:
-		return fmt.Errorf("no Ready within %s", f.cfg.CallTimeout)
-	case r := <-events:
-		rd := r.GetReady()
-		if rd == nil {
-			return fmt.Errorf("the region sent %T before Ready", r.GetKind())
-		}
-		if f.cfg.OnReady != nil {
-			f.cfg.OnReady(rd)
-		}
-	}
-	send := func(r *clientv1.SessionRequest) error { return stream.Send(r) }
-	ack := func(ids []uint64) error {
-		if len(ids) == 0 {
-			return nil
-		}
-		if err := send(&clientv1.SessionRequest{Kind: &clientv1.SessionRequest_Ack{Ack: &clientv1.Ack{DeliveryIds: ids}}}); err != nil {
-			return fmt.Errorf("ack: %w", err)
-		}
-		return nil
+	defer s.Close()
+	if f.cfg.OnReady != nil {
+		f.cfg.OnReady(ready)
 	}
 	// Whatever was committed while no stream was open is read now; the
 	// stream is registered first, so nothing falls in between.
-	for _, g := range f.box.followed() {
+	for _, g := range f.box.Followed() {
 		f.fill[g] = true
 	}
 	f.once.Do(func() { close(f.ready) })
 
 	ping := time.NewTicker(f.cfg.PingEvery)
 	defer ping.Stop()
-	heard := time.Now()
 	gap := time.NewTimer(0) // fill at once what the loop above marked
 	defer gap.Stop()
 	armed := true
-	var nonce uint64
 	for {
 		if !armed && len(f.due()) > 0 {
 			gap.Reset(f.cfg.GapGrace)
@@ -279,25 +209,20 @@ func (f *Follower) runStream(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case err := <-recvErr:
-			return endErr(err)
-		case r := <-events:
-			heard = time.Now()
-			if err := f.handle(ctx, r, ack); err != nil {
+		case err := <-s.Ended():
+			return err
+		case r := <-s.Frames():
+			if err := f.handle(ctx, r, s.Ack); err != nil {
 				return err
 			}
 		case <-ping.C:
-			if time.Since(heard) > 2*f.cfg.PingEvery+f.cfg.CallTimeout {
-				return errSilent
-			}
-			nonce++
-			if err := send(&clientv1.SessionRequest{Kind: &clientv1.SessionRequest_Ping{Ping: &clientv1.Ping{Nonce: nonce}}}); err != nil {
-				return fmt.Errorf("ping: %w", err)
+			if err := s.Ping(2*f.cfg.PingEvery + f.cfg.CallTimeout); err != nil {
+				return err
 			}
 		case <-gap.C:
 			armed = false
 			for _, g := range f.due() {
-				if err := f.fillGroup(ctx, g, ack); err != nil {
+				if err := f.fillGroup(ctx, g, s.Ack); err != nil {
 					return err
 				}
 			}
@@ -308,20 +233,19 @@ func (f *Follower) runStream(ctx context.Context) error {
 // handle acts on one frame of the stream.
 func (f *Follower) handle(ctx context.Context, r *clientv1.SessionResponse, ack func([]uint64) error) error {
 	now := time.Now()
-	switch k := r.GetKind().(type) {
-	case *clientv1.SessionResponse_Delivery:
-		return ack(f.live(k.Delivery, now, nil))
-	case *clientv1.SessionResponse_Deliveries:
+	if ds := Deliveries(r); len(ds) > 0 {
 		var ids []uint64
-		for _, d := range k.Deliveries.GetDeliveries() {
+		for _, d := range ds {
 			ids = f.live(d, now, ids)
 		}
 		return ack(ids)
+	}
+	switch k := r.GetKind().(type) {
 	case *clientv1.SessionResponse_CatchUp:
 		if f.cfg.OnCatchUp != nil {
 			f.cfg.OnCatchUp(k.CatchUp)
 		}
-		f.box.follow(k.CatchUp.GetGroupId(), 0)
+		f.box.Follow(k.CatchUp.GetGroupId(), 0)
 		return f.fillGroup(ctx, k.CatchUp.GetGroupId(), ack)
 	case *clientv1.SessionResponse_Receipt:
 		if f.cfg.OnReceipt != nil {
@@ -341,29 +265,20 @@ func (f *Follower) live(d *clientv1.Delivery, now time.Time, ids []uint64) []uin
 	if f.cfg.OnArrival != nil {
 		f.cfg.OnArrival(Arrival{Message: d.GetMessage(), Source: Live, Attempt: d.GetAttempt(), At: now})
 	}
-	ready, a := f.box.add(d.GetMessage(), Live, d.GetDeliveryId())
+	ready, a := f.box.Add(d.GetMessage(), Live, d.GetDeliveryId())
 	f.release(ready, now)
 	return append(ids, a...)
 }
 
 // due returns the groups whose history should be read now.
 func (f *Follower) due() []string {
-	out := f.box.gapped()
+	out := f.box.Gapped()
 	for g := range f.fill {
-		if !contains(out, g) {
+		if !slices.Contains(out, g) {
 			out = append(out, g)
 		}
 	}
 	return out
-}
-
-func contains(s []string, v string) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }
 
 // fillGroup reads group's history after the last message released. A
@@ -373,12 +288,12 @@ func (f *Follower) fillGroup(ctx context.Context, group string, ack func([]uint6
 	cctx, cancel := context.WithTimeout(WithToken(ctx, f.cfg.Token), f.cfg.CallTimeout)
 	defer cancel()
 	var ids []uint64
-	_, err := ReadHistory(cctx, f.cfg.API, group, f.box.last(group), func(m *clientv1.Message) {
+	_, err := ReadHistory(cctx, f.cfg.API, group, f.box.Last(group), func(m *clientv1.Message) {
 		now := time.Now()
 		if f.cfg.OnArrival != nil {
 			f.cfg.OnArrival(Arrival{Message: m, Source: History, At: now})
 		}
-		ready, a := f.box.add(m, History)
+		ready, a := f.box.Add(m, History)
 		f.release(ready, now)
 		ids = append(ids, a...)
 	})
@@ -396,7 +311,7 @@ func (f *Follower) fillGroup(ctx context.Context, group string, ack func([]uint6
 		return nil
 	}
 	delete(f.fill, group)
-	if !contains(f.box.gapped(), group) {
+	if !slices.Contains(f.box.Gapped(), group) {
 		delete(f.tries, group)
 		return nil
 	}
@@ -405,7 +320,7 @@ func (f *Follower) fillGroup(ctx context.Context, group string, ack func([]uint6
 		return nil
 	}
 	delete(f.tries, group)
-	from, to, ready, a := f.box.skip(group)
+	from, to, ready, a := f.box.Skip(group)
 	if f.cfg.OnSkip != nil && from <= to {
 		f.cfg.OnSkip(group, from, to)
 	}
@@ -413,33 +328,17 @@ func (f *Follower) fillGroup(ctx context.Context, group string, ack func([]uint6
 	return ack(a)
 }
 
-func (f *Follower) release(ready []released, at time.Time) {
+func (f *Follower) release(ready []Released, at time.Time) {
 	if len(ready) == 0 {
 		return
 	}
 	for _, r := range ready {
 		if f.cfg.OnMessage != nil {
-			f.cfg.OnMessage(r.msg, r.src, at)
+			f.cfg.OnMessage(r.Message, r.Source, at)
 		}
 	}
-	last := ready[len(ready)-1].msg
+	last := ready[len(ready)-1].Message
 	f.mu.Lock()
 	f.last[last.GetGroupId()] = last.GetSeq()
 	f.mu.Unlock()
-}
-
-// retryable reports whether a new stream may cure err.
-func retryable(err error) bool {
-	if errors.Is(err, context.Canceled) {
-		return false
-	}
-	if _, ok := status.FromError(err); !ok {
-		return true // not from the region: a dead or broken stream
-	}
-	switch status.Code(err) {
-	case codes.Unauthenticated, codes.PermissionDenied, codes.InvalidArgument,
-		codes.Unimplemented, codes.NotFound, codes.FailedPrecondition:
-		return false
-	}
-	return true
 }

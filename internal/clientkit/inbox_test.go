@@ -34,24 +34,24 @@ func TestInbox(t *testing.T) {
 		{"started past the beginning", 5, []op{{3, 13, false}, {6, 16, false}}, []uint64{6}, []uint64{13, 16}, false, 6},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			b := newInbox()
-			b.follow("g", tc.start)
+			b := NewInbox()
+			b.Follow("g", tc.start)
 			var ready, ack []uint64
 			for _, o := range tc.ops {
-				var r []released
+				var r []Released
 				var a []uint64
 				if o.skip {
-					_, _, r, a = b.skip("g")
+					_, _, r, a = b.Skip("g")
 				} else {
 					var ids []uint64
 					src := History
 					if o.id != 0 {
 						ids, src = []uint64{o.id}, Live
 					}
-					r, a = b.add(&clientv1.Message{GroupId: "g", Seq: o.seq, MessageId: fmt.Sprint("m", o.seq)}, src, ids...)
+					r, a = b.Add(&clientv1.Message{GroupId: "g", Seq: o.seq, MessageId: fmt.Sprint("m", o.seq)}, src, ids...)
 				}
 				for _, m := range r {
-					ready = append(ready, m.msg.GetSeq())
+					ready = append(ready, m.Message.GetSeq())
 				}
 				ack = append(ack, a...)
 			}
@@ -61,26 +61,26 @@ func TestInbox(t *testing.T) {
 			if !slices.Equal(ack, tc.wantAck) {
 				t.Errorf("acked %v, want %v", ack, tc.wantAck)
 			}
-			if got := len(b.gapped()) > 0; got != tc.gapped {
+			if got := len(b.Gapped()) > 0; got != tc.gapped {
 				t.Errorf("gapped %v, want %v", got, tc.gapped)
 			}
-			if b.last("g") != tc.last {
-				t.Errorf("last %d, want %d", b.last("g"), tc.last)
+			if b.Last("g") != tc.last {
+				t.Errorf("last %d, want %d", b.Last("g"), tc.last)
 			}
 		})
 	}
 }
 
 func TestInboxUncommittedAndUnknownGroups(t *testing.T) {
-	b := newInbox()
-	r, a := b.add(&clientv1.Message{GroupId: "g", Seq: 0}, Live, 7)
+	b := NewInbox()
+	r, a := b.Add(&clientv1.Message{GroupId: "g", Seq: 0}, Live, 7)
 	if len(r) != 0 || !slices.Equal(a, []uint64{7}) {
 		t.Errorf("uncommitted message: released %v, acked %v", r, a)
 	}
 	// A group not followed is followed from its start.
-	r, _ = b.add(&clientv1.Message{GroupId: "h", Seq: 2}, Live, 8)
-	if len(r) != 0 || !slices.Equal(b.gapped(), []string{"h"}) {
-		t.Errorf("unknown group at seq 2: released %v, gapped %v", r, b.gapped())
+	r, _ = b.Add(&clientv1.Message{GroupId: "h", Seq: 2}, Live, 8)
+	if len(r) != 0 || !slices.Equal(b.Gapped(), []string{"h"}) {
+		t.Errorf("unknown group at seq 2: released %v, gapped %v", r, b.Gapped())
 	}
 }
 

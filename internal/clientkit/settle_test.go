@@ -1,4 +1,4 @@
-package main
+package clientkit
 
 import (
 	"fmt"
@@ -13,7 +13,7 @@ import (
 	clientv1 "github.com/roamfed/roamfed/api/client/v1"
 )
 
-// step is one event fed to an inbox.
+// step is one event fed to an Inbox.
 type step struct {
 	kind  string // "deliver", "history", "settle", "follow"
 	group string
@@ -32,29 +32,29 @@ func msg(g string, seq uint64) *clientv1.Message {
 
 // feed runs steps and returns what was printed, as "group#seq", and the
 // deliveries acknowledged, in order.
-func feed(b *inbox, steps []step) (printed []string, acked []uint64) {
+func feed(b *Inbox, steps []step) (printed []string, acked []uint64) {
 	for _, s := range steps {
-		var ready []*clientv1.Message
+		var ready []Released
 		var ack []uint64
 		switch s.kind {
 		case "deliver":
-			ready, ack = b.add(msg(s.group, s.seq), s.id)
+			ready, ack = b.Add(msg(s.group, s.seq), Live, s.id)
 		case "history":
-			ready, ack = b.add(msg(s.group, s.seq))
+			ready, ack = b.Add(msg(s.group, s.seq), History)
 		case "settle":
-			ready, ack = b.settle(s.group, s.seq)
+			ready, ack = b.Settle(s.group, s.seq)
 		case "follow":
-			b.follow(s.group, s.seq)
+			b.Follow(s.group, s.seq)
 		}
-		for _, m := range ready {
-			printed = append(printed, fmt.Sprintf("%s#%d", m.GetGroupId(), m.GetSeq()))
+		for _, r := range ready {
+			printed = append(printed, fmt.Sprintf("%s#%d", r.Message.GetGroupId(), r.Message.GetSeq()))
 		}
 		acked = append(acked, ack...)
 	}
 	return printed, acked
 }
 
-func TestInbox(t *testing.T) {
+func TestInboxSettle(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		steps   []step
@@ -110,8 +110,8 @@ func TestInbox(t *testing.T) {
 			acked:   []uint64{1, 2},
 		},
 		{
-			name:    "unfollowed group starts at its first message",
-			steps:   []step{deliver("b", 41, 1), deliver("b", 40, 2), deliver("b", 42, 3)},
+			name:    "followed from the first message seen, as roamchat does",
+			steps:   []step{follow("b", 40), deliver("b", 41, 1), deliver("b", 40, 2), deliver("b", 42, 3)},
 			printed: "b#41 b#42",
 			acked:   []uint64{1, 2, 3},
 		},
@@ -145,7 +145,7 @@ func TestInbox(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			b := newInbox()
+			b := NewInbox()
 			printed, acked := feed(b, tc.steps)
 			if got := strings.Join(printed, " "); got != tc.printed {
 				t.Errorf("printed %q, want %q", got, tc.printed)
@@ -153,7 +153,7 @@ func TestInbox(t *testing.T) {
 			if !slices.Equal(acked, tc.acked) {
 				t.Errorf("acked %v, want %v", acked, tc.acked)
 			}
-			if got := strings.Join(b.gaps(), " "); got != tc.gaps {
+			if got := strings.Join(b.Gapped(), " "); got != tc.gaps {
 				t.Errorf("gaps %q, want %q", got, tc.gaps)
 			}
 		})
@@ -189,11 +189,11 @@ func TestInboxRandom(t *testing.T) {
 		rng.Shuffle(len(deliveries), func(i, j int) { deliveries[i], deliveries[j] = deliveries[j], deliveries[i] })
 		steps := append(follows, deliveries...)
 
-		b := newInbox()
+		b := NewInbox()
 		printed, acked := feed(b, steps)
 		// Fill: what a follower does for each group with a gap or a tail.
 		for _, g := range groups {
-			last, _ := b.last(g)
+			last := b.Last(g)
 			var fill []step
 			for seq := last + 1; seq <= n; seq++ {
 				fill = append(fill, hist(g, seq))
@@ -223,7 +223,7 @@ func TestInboxRandom(t *testing.T) {
 		if len(acked) != int(id) || (id > 0 && (acked[0] != 1 || acked[id-1] != id)) || len(slices.Compact(slices.Clone(acked))) != len(acked) {
 			fail("acked %v, want each of 1..%d once", acked, id)
 		}
-		if g := b.gaps(); len(g) > 0 {
+		if g := b.Gapped(); len(g) > 0 {
 			fail("gaps left: %v", g)
 		}
 	}
