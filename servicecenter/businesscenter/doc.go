@@ -28,6 +28,18 @@
 // number it is known to have, to fetch the rest with GetHistory. Deliveries
 // are never dropped without that notice.
 //
+// A client that sends a Capabilities frame with deliveries set reads
+// Deliveries frames; from then on the session's writer puts the deliveries
+// queued behind the one it takes into one such frame, without waiting for
+// more, up to 256 deliveries or 1 MiB and up to the first queued frame that
+// is not a delivery, which follows the batch. A batch of one, and a
+// delivery too large for a batch, still go as a lone Delivery frame, so
+// such a client reads both kinds. Each delivery in a frame keeps its own id
+// and attempt and is acknowledged, resent and held against the session's
+// queue limit on its own; one Ack listing the frame's ids is cheapest. A
+// client that sends no Capabilities gets every delivery in a Delivery frame
+// of its own.
+//
 // # Errors
 //
 // Handlers return domain errors (this package's, datacenter's, validate's,
