@@ -129,31 +129,26 @@ func (a *app) logoutCmd() *cobra.Command {
 		Short: "End the session and forget its token",
 		Args:  cli.Args(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := a.connect()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			cctx, cancel := a.callCtx(cmd.Context())
-			defer cancel()
-			_, callErr := c.api.Logout(cctx, &clientv1.LogoutRequest{})
-			// The token goes whatever the region said: the user asked to be
-			// logged out here, and a token the region no longer knows
-			// (UNAUTHENTICATED) is as good as revoked.
-			store, err := defaultProfileStore()
-			if err != nil {
-				return err
-			}
-			p := *c.prof
-			p.Token, p.ExpiresAt = "", time.Time{}
-			if err := store.save(a.profile, &p); err != nil {
-				return err
-			}
-			if callErr != nil && status.Code(callErr) != codes.Unauthenticated {
-				return fmt.Errorf("token removed here, but the region may still accept it: %s", describeStatus(status.Convert(callErr)))
-			}
-			fmt.Fprintf(a.stdout, "logged out %s\n", c.prof.Username)
-			return nil
+			return a.call(cmd.Context(), func(ctx context.Context, c *conn) error {
+				_, callErr := c.api.Logout(ctx, &clientv1.LogoutRequest{})
+				// The token goes whatever the region said: the user asked to be
+				// logged out here, and a token the region no longer knows
+				// (UNAUTHENTICATED) is as good as revoked.
+				store, err := defaultProfileStore()
+				if err != nil {
+					return err
+				}
+				p := *c.prof
+				p.Token, p.ExpiresAt = "", time.Time{}
+				if err := store.save(a.profile, &p); err != nil {
+					return err
+				}
+				if callErr != nil && status.Code(callErr) != codes.Unauthenticated {
+					return fmt.Errorf("token removed here, but the region may still accept it: %s", describeStatus(status.Convert(callErr)))
+				}
+				fmt.Fprintf(a.stdout, "logged out %s\n", c.prof.Username)
+				return nil
+			})
 		},
 	}
 }

@@ -142,3 +142,17 @@ func sleep(ctx context.Context, d time.Duration) bool {
 		return true
 	}
 }
+
+// call connects as the profile's user and runs fn with the connection and
+// a context bounded by --timeout: the shape of a command that makes one
+// call to the region.
+func (a *app) call(ctx context.Context, fn func(ctx context.Context, c *conn) error) error {
+	c, err := a.connect()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	cctx, cancel := a.callCtx(ctx)
+	defer cancel()
+	return fn(cctx, c)
+}

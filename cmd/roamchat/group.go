@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"strings"
 
@@ -51,24 +52,19 @@ take it:
 			if err != nil {
 				return err
 			}
-			c, err := a.connect()
-			if err != nil {
+			return a.call(cmd.Context(), func(ctx context.Context, c *conn) error {
+				resp, err := c.api.CreateGroup(ctx, &clientv1.CreateGroupRequest{Name: args[0], Notice: notice, Settings: settings})
+				if err != nil {
+					return err
+				}
+				// One write: `| head -1` may close the pipe once it has the id,
+				// and a later write would die of SIGPIPE.
+				var b bytes.Buffer
+				fmt.Fprintln(&b, resp.GetGroup().GetId())
+				printGroup(&b, resp.GetGroup(), a.loc, false)
+				_, err = a.stdout.Write(b.Bytes())
 				return err
-			}
-			defer c.Close()
-			ctx, cancel := a.callCtx(cmd.Context())
-			defer cancel()
-			resp, err := c.api.CreateGroup(ctx, &clientv1.CreateGroupRequest{Name: args[0], Notice: notice, Settings: settings})
-			if err != nil {
-				return err
-			}
-			// One write: `| head -1` may close the pipe once it has the id,
-			// and a later write would die of SIGPIPE.
-			var b bytes.Buffer
-			fmt.Fprintln(&b, resp.GetGroup().GetId())
-			printGroup(&b, resp.GetGroup(), a.loc, false)
-			_, err = a.stdout.Write(b.Bytes())
-			return err
+			})
 		},
 	}
 	cmd.Flags().StringVar(&notice, "notice", "", "the group's notice")
@@ -82,19 +78,14 @@ func (a *app) groupShowCmd() *cobra.Command {
 		Short: "Show a group's data (members only)",
 		Args:  cli.Args("ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.connect()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			ctx, cancel := a.callCtx(cmd.Context())
-			defer cancel()
-			resp, err := c.api.GetGroup(ctx, &clientv1.GetGroupRequest{GroupId: args[0]})
-			if err != nil {
-				return err
-			}
-			printGroup(a.stdout, resp.GetGroup(), a.loc, true)
-			return nil
+			return a.call(cmd.Context(), func(ctx context.Context, c *conn) error {
+				resp, err := c.api.GetGroup(ctx, &clientv1.GetGroupRequest{GroupId: args[0]})
+				if err != nil {
+					return err
+				}
+				printGroup(a.stdout, resp.GetGroup(), a.loc, true)
+				return nil
+			})
 		},
 	}
 }
@@ -126,19 +117,14 @@ version.`,
 			if req.Name == nil && req.Notice == nil && len(req.Settings) == 0 {
 				return cli.Usagef("nothing to update: give --name, --notice or --set")
 			}
-			c, err := a.connect()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			ctx, cancel := a.callCtx(cmd.Context())
-			defer cancel()
-			resp, err := c.api.UpdateGroup(ctx, req)
-			if err != nil {
-				return err
-			}
-			printGroup(a.stdout, resp.GetGroup(), a.loc, true)
-			return nil
+			return a.call(cmd.Context(), func(ctx context.Context, c *conn) error {
+				resp, err := c.api.UpdateGroup(ctx, req)
+				if err != nil {
+					return err
+				}
+				printGroup(a.stdout, resp.GetGroup(), a.loc, true)
+				return nil
+			})
 		},
 	}
 	cmd.Flags().StringVar(&name, "name", "", "the new name")
@@ -154,20 +140,15 @@ func (a *app) groupJoinCmd() *cobra.Command {
 		Short: "Join a group",
 		Args:  cli.Args("ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.connect()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			ctx, cancel := a.callCtx(cmd.Context())
-			defer cancel()
-			resp, err := c.api.JoinGroup(ctx, &clientv1.JoinGroupRequest{GroupId: args[0]})
-			if err != nil {
-				return err
-			}
-			g := resp.GetGroup()
-			fmt.Fprintf(a.stdout, "joined %s (%s, home region %s, %d members)\n", clean(g.GetName()), g.GetId(), clean(g.GetHomeRegion()), len(g.GetMembers()))
-			return nil
+			return a.call(cmd.Context(), func(ctx context.Context, c *conn) error {
+				resp, err := c.api.JoinGroup(ctx, &clientv1.JoinGroupRequest{GroupId: args[0]})
+				if err != nil {
+					return err
+				}
+				g := resp.GetGroup()
+				fmt.Fprintf(a.stdout, "joined %s (%s, home region %s, %d members)\n", clean(g.GetName()), g.GetId(), clean(g.GetHomeRegion()), len(g.GetMembers()))
+				return nil
+			})
 		},
 	}
 }
@@ -178,18 +159,13 @@ func (a *app) groupLeaveCmd() *cobra.Command {
 		Short: "Leave a group",
 		Args:  cli.Args("ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := a.connect()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			ctx, cancel := a.callCtx(cmd.Context())
-			defer cancel()
-			if _, err := c.api.LeaveGroup(ctx, &clientv1.LeaveGroupRequest{GroupId: args[0]}); err != nil {
-				return err
-			}
-			fmt.Fprintf(a.stdout, "left %s\n", args[0])
-			return nil
+			return a.call(cmd.Context(), func(ctx context.Context, c *conn) error {
+				if _, err := c.api.LeaveGroup(ctx, &clientv1.LeaveGroupRequest{GroupId: args[0]}); err != nil {
+					return err
+				}
+				fmt.Fprintf(a.stdout, "left %s\n", args[0])
+				return nil
+			})
 		},
 	}
 }
@@ -200,19 +176,14 @@ func (a *app) groupListCmd() *cobra.Command {
 		Short: "List your groups",
 		Args:  cli.Args(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := a.connect()
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			ctx, cancel := a.callCtx(cmd.Context())
-			defer cancel()
-			resp, err := c.api.ListGroups(ctx, &clientv1.ListGroupsRequest{})
-			if err != nil {
-				return err
-			}
-			printGroupTable(a.stdout, resp.GetGroups())
-			return nil
+			return a.call(cmd.Context(), func(ctx context.Context, c *conn) error {
+				resp, err := c.api.ListGroups(ctx, &clientv1.ListGroupsRequest{})
+				if err != nil {
+					return err
+				}
+				printGroupTable(a.stdout, resp.GetGroups())
+				return nil
+			})
 		},
 	}
 }
