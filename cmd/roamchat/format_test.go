@@ -176,12 +176,12 @@ func TestRetryable(t *testing.T) {
 	if !clientkit.Retryable(clientkit.ErrSilent) {
 		t.Errorf("a silent stream is not retried")
 	}
-	d, ok := retryDelay(func() error {
+	d, ok := clientkit.RetryDelay(func() error {
 		st, _ := status.New(codes.ResourceExhausted, "x").WithDetails(&errdetails.RetryInfo{RetryDelay: durationpb.New(2 * time.Second)})
 		return st.Err()
 	}())
 	if !ok || d != 2*time.Second {
-		t.Errorf("retryDelay = %v, %v", d, ok)
+		t.Errorf("clientkit.RetryDelay = %v, %v", d, ok)
 	}
 }
 

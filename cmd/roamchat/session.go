@@ -8,7 +8,6 @@ import (
 	"slices"
 	"time"
 
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -102,7 +101,7 @@ func (f *follower) run(ctx context.Context) error {
 			return err
 		}
 		wait := f.retry.wait()
-		if d, ok := retryDelay(err); ok && d > wait {
+		if d, ok := clientkit.RetryDelay(err); ok && d > wait {
 			wait = d
 		}
 		fmt.Fprintf(f.a.stderr, "roamchat: %s: stream broken: %s; reconnecting in %s\n", f.op, f.a.describe(err), wait.Round(time.Millisecond))
@@ -396,18 +395,4 @@ func (f *follower) sessionErr(err error) error {
 		return fmt.Errorf("session: %w within --timeout %s", clientkit.ErrNoReady, f.a.timeout)
 	}
 	return fmt.Errorf("session: %w", err)
-}
-
-// retryDelay is the wait a RESOURCE_EXHAUSTED refusal asks for.
-func retryDelay(err error) (time.Duration, bool) {
-	st, ok := status.FromError(err)
-	if !ok {
-		return 0, false
-	}
-	for _, d := range st.Details() {
-		if ri, ok := d.(*errdetails.RetryInfo); ok && ri.GetRetryDelay() != nil {
-			return ri.GetRetryDelay().AsDuration(), true
-		}
-	}
-	return 0, false
 }

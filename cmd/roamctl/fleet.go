@@ -12,7 +12,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -311,7 +310,7 @@ func (fl *fleet) send(loadCtx, callCtx context.Context, p sendPair) {
 			return
 		}
 		d := wait
-		if ri, ok := retryDelay(err); ok && ri > d {
+		if ri, ok := clientkit.RetryDelay(err); ok && ri > d {
 			d = ri
 		}
 		if !sleepCtx(loadCtx, d) {
@@ -327,20 +326,6 @@ func retryableSend(err error) bool {
 		return true
 	}
 	return errors.Is(err, context.DeadlineExceeded)
-}
-
-// retryDelay is the wait a RESOURCE_EXHAUSTED refusal asks for.
-func retryDelay(err error) (time.Duration, bool) {
-	st, ok := status.FromError(err)
-	if !ok {
-		return 0, false
-	}
-	for _, d := range st.Details() {
-		if ri, ok := d.(*errdetails.RetryInfo); ok && ri.GetRetryDelay() != nil {
-			return ri.GetRetryDelay().AsDuration(), true
-		}
-	}
-	return 0, false
 }
 
 // clients returns every user's way to its region, for the checker's
