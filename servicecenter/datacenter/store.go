@@ -79,6 +79,10 @@ type Store struct {
 	dirCache *readCache[*roamingv1.DirectoryRecord]
 	sessions *readCache[*recordv1.SessionToken]
 
+	// sweepFrom is where the next DeleteExpiredSessions starts reading.
+	sweepMu   sync.Mutex
+	sweepFrom []byte
+
 	commits  *committer
 	outbox   outbox
 	onCommit atomic.Pointer[func([]*recordv1.Message)]

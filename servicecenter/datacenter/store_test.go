@@ -278,6 +278,61 @@ func TestSessions(t *testing.T) {
 			t.Errorf("second sweep = %d, %v; want 0, nil", n, err)
 		}
 	})
+
+	// Sweeps that read fewer sessions than are live must still reach
+	// every expired one: each starts where the last one stopped.
+	t.Run("DeleteExpiredSessionsResumes", func(t *testing.T) {
+		s := openStore(t, "", Options{})
+		expired := make(map[string]bool)
+		for i := range 60 {
+			r := proto.Clone(rec).(*recordv1.SessionToken)
+			r.ExpiresAt = timestamppb.New(now.Add(time.Minute))
+			tok := fmt.Sprintf("tok-%d", i)
+			if i%4 == 0 {
+				r.ExpiresAt = timestamppb.New(now.Add(-time.Minute))
+				expired[tok] = true
+			}
+			if err := s.PutSession(tok, r); err != nil {
+				t.Fatal(err)
+			}
+		}
+		removed := 0
+		for range 6 { // 6 sweeps of 10 read each session once
+			n, err := s.DeleteExpiredSessions(now, 10)
+			if err != nil {
+				t.Fatal(err)
+			}
+			removed += n
+		}
+		if removed != len(expired) {
+			t.Errorf("6 sweeps of 10 removed %d sessions; want the %d expired ones", removed, len(expired))
+		}
+		for i := range 60 {
+			tok := fmt.Sprintf("tok-%d", i)
+			v, _ := s.getRaw(TokenKey(tok))
+			if stored := v != nil; stored == expired[tok] {
+				t.Errorf("session %s: stored %v, expired %v", tok, stored, expired[tok])
+			}
+		}
+		// Going round again finds nothing more, and a session that
+		// expires later is found on a later round.
+		later := proto.Clone(rec).(*recordv1.SessionToken)
+		later.ExpiresAt = timestamppb.New(now.Add(time.Minute))
+		if err := s.PutSession("tok-later", later); err != nil {
+			t.Fatal(err)
+		}
+		removed = 0
+		for range 8 {
+			n, err := s.DeleteExpiredSessions(now.Add(2*time.Minute), 10)
+			if err != nil {
+				t.Fatal(err)
+			}
+			removed += n
+		}
+		if want := 60 - len(expired) + 1; removed != want {
+			t.Errorf("after every session expired, 8 sweeps of 10 removed %d; want %d", removed, want)
+		}
+	})
 }
 
 func TestCreateGroup(t *testing.T) {

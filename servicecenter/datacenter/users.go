@@ -3,6 +3,7 @@ package datacenter
 import (
 	"crypto/sha256"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -132,13 +133,22 @@ func (s *Store) DeleteSession(token string) error {
 }
 
 // DeleteExpiredSessions removes sessions that expired before now and
-// returns how many it removed. It reads at most limit sessions.
+// returns how many it removed. It reads at most limit sessions, starting
+// where the previous call stopped and going round to the start, so that
+// repeated calls reach every session however many are live.
 func (s *Store) DeleteExpiredSessions(now time.Time, limit int) (int, error) {
 	if s.isClosed() {
 		return 0, ErrClosed
 	}
 	lo := []byte{tagToken, '/'}
-	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: upperBound(lo)})
+	hi := upperBound(lo)
+	s.sweepMu.Lock()
+	defer s.sweepMu.Unlock()
+	start := lo
+	if s.sweepFrom != nil {
+		start = slices.Clone(s.sweepFrom)
+	}
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lo, UpperBound: hi})
 	if err != nil {
 		return 0, fmt.Errorf("pebble iter: %w", err)
 	}
@@ -146,13 +156,31 @@ func (s *Store) DeleteExpiredSessions(now time.Time, limit int) (int, error) {
 	b := s.db.NewBatch()
 	defer b.Close()
 	n, seen := 0, 0
-	for ok := it.First(); ok && seen < limit; ok = it.Next() {
+	ok := it.SeekGE(start)
+	wrapped := false
+	for seen < limit {
+		if !ok {
+			// Past the last session: go round once, up to where this
+			// sweep started.
+			if wrapped || string(start) == string(lo) {
+				s.sweepFrom = nil
+				break
+			}
+			wrapped = true
+			ok = it.First()
+			continue
+		}
+		if wrapped && string(it.Key()) >= string(start) {
+			break
+		}
 		seen++
 		rec := new(recordv1.SessionToken)
 		if err := unmarshal(it.Value(), rec); err != nil || !rec.GetExpiresAt().AsTime().After(now) {
 			_ = b.Delete(it.Key(), nil)
 			n++
 		}
+		s.sweepFrom = append(append(s.sweepFrom[:0], it.Key()...), 0) // the next key after this one
+		ok = it.Next()
 	}
 	if err := it.Error(); err != nil {
 		return 0, fmt.Errorf("pebble iter: %w", err)
