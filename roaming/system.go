@@ -235,8 +235,47 @@ func (s *System) Start(home *businesscenter.Home, local business.Local) error {
 		defer s.wg.Done()
 		s.data.Run(ctx, s.cfg.ReplicateEvery)
 	}()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.resendRecent()
+	}()
 	s.log.Info("roaming system serving", slog.String("addr", lis.Addr().String()), slog.Any("peers", s.peers.Names()))
 	return nil
+}
+
+// Deliveries to other regions are handed over from memory; what was still
+// on its way when this region last stopped is sent again at start: the
+// messages committed within resendWindow of the newest commit, at most
+// resendLimit. The receiving regions drop what they already had.
+const (
+	resendWindow = 10 * time.Second
+	resendLimit  = 50_000
+)
+
+// resendRecent queues the latest commits of the groups homed here for the
+// regions their members are at, as they were queued when committed.
+func (s *System) resendRecent() {
+	msgs, err := s.cfg.Store.RecentCommits(resendWindow, resendLimit)
+	if err != nil {
+		s.log.Error("recent commits unreadable; remote members catch up from history", slog.Any("err", err))
+		return
+	}
+	groups := make(map[string]*recordv1.Group)
+	for _, m := range msgs {
+		g, ok := groups[m.GetGroupId()]
+		if !ok {
+			if g, err = s.cfg.Store.Group(m.GetGroupId()); err != nil {
+				s.log.Warn("recent commit of an unreadable group", slog.String("group", m.GetGroupId()), slog.Any("err", err))
+				continue
+			}
+			groups[m.GetGroupId()] = g
+		}
+		s.router.Committed(g, m)
+	}
+	if len(msgs) > 0 {
+		s.log.Info("sending the latest commits to the other regions again", slog.Int("messages", len(msgs)), slog.Int("groups", len(groups)))
+	}
 }
 
 // Mesh is the region's link table and router.
