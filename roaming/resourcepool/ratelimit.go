@@ -11,14 +11,12 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/protoadapt"
-	"google.golang.org/protobuf/types/known/durationpb"
 
 	roamingv1 "github.com/roamfed/roamfed/api/roaming/v1"
+	"github.com/roamfed/roamfed/internal/quota"
 )
 
 // ReasonPeerRate is the QuotaId of a refusal by [RateLimiter]: a peer
@@ -43,24 +41,9 @@ func (e *QuotaError) Error() string { return "resourcepool: " + e.message() }
 
 // GRPCStatus implements the interface status.FromError looks for.
 func (e *QuotaError) GRPCStatus() *status.Status {
-	st := status.New(codes.ResourceExhausted, e.message())
-	details := []protoadapt.MessageV1{&errdetails.QuotaFailure{
-		Violations: []*errdetails.QuotaFailure_Violation{{
-			Subject:     "region:" + e.Peer,
-			Description: e.Description,
-			QuotaId:     ReasonPeerRate,
-		}},
-	}}
-	if e.RetryAfter > 0 {
-		details = append(details, &errdetails.RetryInfo{RetryDelay: durationpb.New(e.RetryAfter)})
-	}
-	withDetails, err := st.WithDetails(details...)
-	if err != nil {
-		// Only a marshalling failure gets here; the code and the message
-		// still say what happened.
-		return st
-	}
-	return withDetails
+	return quota.Status(e.message(), quota.Violation{
+		Subject: "region:" + e.Peer, ID: ReasonPeerRate, Description: e.Description, RetryAfter: e.RetryAfter,
+	})
 }
 
 // RateLimiter is the roaming listener's request budget per peer region: a

@@ -10,11 +10,9 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/protoadapt"
-	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/roamfed/roamfed/internal/quota"
 )
 
 // Limits is the budget of one region's service center. The zero value of a
@@ -197,24 +195,9 @@ func (e *QuotaError) Error() string { return "resourcepool: " + e.message() }
 // GRPCStatus returns codes.ResourceExhausted with an errdetails.QuotaFailure
 // (QuotaId is the Reason) and, when RetryAfter is set, an errdetails.RetryInfo.
 func (e *QuotaError) GRPCStatus() *status.Status {
-	st := status.New(codes.ResourceExhausted, e.message())
-	details := []protoadapt.MessageV1{&errdetails.QuotaFailure{
-		Violations: []*errdetails.QuotaFailure_Violation{{
-			Subject:     e.Subject,
-			Description: e.Description,
-			QuotaId:     string(e.Reason),
-		}},
-	}}
-	if e.RetryAfter > 0 {
-		details = append(details, &errdetails.RetryInfo{RetryDelay: durationpb.New(e.RetryAfter)})
-	}
-	withDetails, err := st.WithDetails(details...)
-	if err != nil {
-		// Only a marshalling failure gets here; the code and message still
-		// tell the client what happened.
-		return st
-	}
-	return withDetails
+	return quota.Status(e.message(), quota.Violation{
+		Subject: e.Subject, ID: string(e.Reason), Description: e.Description, RetryAfter: e.RetryAfter,
+	})
 }
 
 // Pool enforces Limits. The zero Pool is not usable; call New.
