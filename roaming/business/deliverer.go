@@ -14,9 +14,6 @@ import (
 	"github.com/roamfed/roamfed/roaming/resourcepool"
 )
 
-// deliverQueue bounds the deliveries waiting for one peer.
-const deliverQueue = 1 << 16
-
 // Deliverer carries committed messages and presence changes to one peer on
 // a Deliver stream. What was in flight when a stream breaks is sent again,
 // first, on the next one; the peer removes duplicates.
@@ -50,7 +47,7 @@ func NewDeliverer(peer string, peers *resourcepool.Peers, log *slog.Logger) *Del
 		window: peers.Window(peer),
 		limits: peers.Limits(),
 		log:    log.With(slog.String("peer", peer), slog.String("stream", "deliver")),
-		queue:  make(chan deliverItem, deliverQueue),
+		queue:  make(chan deliverItem, peers.Limits().DeliverQueue),
 		stop:   make(chan struct{}),
 		done:   make(chan struct{}),
 	}
@@ -58,21 +55,30 @@ func NewDeliverer(peer string, peers *resourcepool.Peers, log *slog.Logger) *Del
 	return d
 }
 
-// Enqueue queues a delivery without blocking. When the queue is full the
-// delivery is dropped and counted: its recipients catch up from history.
-// TODO(#4): a durable outbox instead of a bounded queue.
-func (d *Deliverer) Enqueue(f *recordv1.Fanout, p *recordv1.PresenceChange) {
+// Enqueue queues a delivery without blocking and reports whether it did.
+// When the queue is full the delivery is not queued, and counted; the
+// Router sends refused messages again from their group's log once the
+// queue has room.
+func (d *Deliverer) Enqueue(f *recordv1.Fanout, p *recordv1.PresenceChange) bool {
 	select {
 	case d.queue <- deliverItem{fanout: f, presence: p}:
+		return true
 	default:
 		if d.dropped.Add(1)%1000 == 1 {
-			d.log.Warn("delivery queue full; recipients will catch up from history", slog.Uint64("dropped", d.dropped.Load()))
+			d.log.Warn("delivery queue full; its messages will be sent from the log when it has room", slog.Uint64("refused", d.dropped.Load()))
 		}
+		return false
 	}
 }
 
+// Refused counts deliveries that found the queue full.
+func (d *Deliverer) Refused() uint64 { return d.dropped.Load() }
+
 // Queued is how many deliveries wait for the peer.
 func (d *Deliverer) Queued() int { return len(d.queue) }
+
+// Room reports whether the queue is at most half full.
+func (d *Deliverer) Room() bool { return len(d.queue) <= cap(d.queue)/2 }
 
 // Stop ends the stream; what is still queued is abandoned to catch-up.
 func (d *Deliverer) Stop() {

@@ -6,10 +6,13 @@
 // keeping at most the peer's window in flight; each caller waits for its
 // own message's result. A Deliverer per peer carries committed messages and
 // presence changes on one Deliver stream the same way, resending what was
-// in flight when a stream breaks. Its queue is in memory: when the region
-// stops or crashes, what was queued is found again at the next start
-// (datacenter.Store.RecentCommits, the commits within 10 s of the newest)
-// and routed again; receivers drop what they already had. The Outbox, the
+// in flight when a stream breaks. Its queue is in memory and bounded
+// (Limits.DeliverQueue): a message that finds it full is remembered by the
+// Router as its group and seq and sent again from the group's log once
+// the queue has room; when the region stops or crashes, what was queued is
+// found again at the next start (datacenter.Store.RecentCommits, the
+// commits within 10 s of the newest) and routed again. Receivers drop what
+// they already had. The Outbox, the
 // other way, is durable: a message accepted for a remote home is synced
 // before the sender is answered and leaves the outbox only when the home
 // has answered for it.

@@ -42,6 +42,12 @@ type Router struct {
 
 	seen *recentSet
 
+	// behind holds, per region, the groups some of whose messages that
+	// region's Deliverer refused (its queue was full), each with the
+	// first such seq: they are sent again from the group's log once the
+	// queue has room. Only run uses it.
+	behind map[string]map[string]uint64
+
 	stop chan struct{}
 	done chan struct{}
 	once sync.Once
@@ -71,6 +77,7 @@ func NewRouter(region string, store *datacenter.Store, out map[string]*Deliverer
 		commits:  make(chan committed, 1<<16),
 		locCache: make(map[string]locEntry),
 		seen:     newRecentSet(1 << 18),
+		behind:   make(map[string]map[string]uint64),
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
 	}
@@ -126,13 +133,83 @@ func (r *Router) Presence(ch *recordv1.PresenceChange) {
 
 func (r *Router) run() {
 	defer close(r.done)
+	tick := time.NewTicker(catchUpEvery)
+	defer tick.Stop()
 	for {
 		select {
 		case <-r.stop:
 			return
 		case c := <-r.commits:
 			r.route(c.g, c.m)
+		case <-tick.C:
+			r.catchUp()
 		}
+	}
+}
+
+// catchUpEvery is how often the router looks for room to send what a
+// full queue refused; catchUpBatch is how much of a group's log it reads
+// at a time.
+const (
+	catchUpEvery = 250 * time.Millisecond
+	catchUpBatch = 256
+)
+
+// catchUp sends again, from the groups' logs, the messages a peer's full
+// queue refused, while the queue has room.
+func (r *Router) catchUp() {
+	for region, groups := range r.behind {
+		d := r.out[region]
+		for gid, from := range groups {
+			if !d.Room() {
+				break
+			}
+			g, err := r.store.Group(gid)
+			if err != nil {
+				r.log.Warn("group of refused deliveries unreadable; its members catch up from history", slog.String("group", gid), slog.Any("err", err))
+				delete(groups, gid)
+				continue
+			}
+			msgs, more, err := r.store.History(gid, from-1, catchUpBatch)
+			if err != nil {
+				r.log.Warn("log of refused deliveries unreadable; trying again", slog.String("group", gid), slog.Any("err", err))
+				continue
+			}
+			next, full := from, false
+			for _, m := range msgs {
+				var recipients []string
+				for _, mem := range g.GetMembers() {
+					if r.where(mem.GetUserId(), mem.GetHomeRegion()) == region {
+						recipients = append(recipients, mem.GetUserId())
+					}
+				}
+				if len(recipients) > 0 && !d.Enqueue(&recordv1.Fanout{Message: m, Recipients: recipients}, nil) {
+					full = true
+					break
+				}
+				next = m.GetSeq() + 1
+			}
+			if !full && !more {
+				delete(groups, gid)
+				continue
+			}
+			groups[gid] = next
+		}
+		if len(groups) == 0 {
+			delete(r.behind, region)
+		}
+	}
+}
+
+// fellBehind records that region's queue refused seq of a group.
+func (r *Router) fellBehind(region, groupID string, seq uint64) {
+	groups := r.behind[region]
+	if groups == nil {
+		groups = make(map[string]uint64)
+		r.behind[region] = groups
+	}
+	if cur, ok := groups[groupID]; !ok || seq < cur {
+		groups[groupID] = seq
 	}
 }
 
@@ -152,7 +229,9 @@ func (r *Router) route(g *recordv1.Group, m *recordv1.Message) {
 			r.log.Warn("members in a region not in the federation", slog.String("region", region), slog.Int("members", len(recipients)))
 			continue
 		}
-		d.Enqueue(&recordv1.Fanout{Message: m, Recipients: recipients}, nil)
+		if !d.Enqueue(&recordv1.Fanout{Message: m, Recipients: recipients}, nil) {
+			r.fellBehind(region, g.GetId(), m.GetSeq())
+		}
 	}
 }
 

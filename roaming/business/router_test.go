@@ -127,6 +127,12 @@ type node struct {
 // startNodes starts one node per name, each a peer of the others.
 func startNodes(t *testing.T, names ...string) map[string]*node {
 	t.Helper()
+	return startNodesWith(t, resourcepool.Limits{}, names...)
+}
+
+// startNodesWith is startNodes with limits for every node's peers.
+func startNodesWith(t *testing.T, limits resourcepool.Limits, names ...string) map[string]*node {
+	t.Helper()
 	log := slog.New(slog.DiscardHandler)
 	addrs := map[string]string{}
 	lis := map[string]net.Listener{}
@@ -143,7 +149,7 @@ func startNodes(t *testing.T, names ...string) map[string]*node {
 		if err != nil {
 			t.Fatal(err)
 		}
-		peers, err := resourcepool.NewPeers(resourcepool.Config{Self: n, Addrs: addrs, Logger: log})
+		peers, err := resourcepool.NewPeers(resourcepool.Config{Self: n, Addrs: addrs, Logger: log, Limits: limits})
 		if err != nil {
 			t.Fatal(err)
 		}

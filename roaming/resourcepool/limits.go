@@ -29,6 +29,10 @@ type Limits struct {
 	PeerRate float64 `yaml:"peer_rate"`
 	// PeerBurst is the size of each peer's bucket; default 10,000.
 	PeerBurst int `yaml:"peer_burst"`
+	// DeliverQueue is how many committed messages and presence changes
+	// may wait in memory for one peer; default 65,536. Messages that find
+	// it full are sent later from the group's log.
+	DeliverQueue int `yaml:"deliver_queue"`
 }
 
 // DefaultLimits returns the limits a region runs with when nothing is configured.
@@ -43,8 +47,9 @@ func DefaultLimits() Limits {
 		// messages/s) makes a few hundred requests per second to each
 		// peer; the limit is there against a peer gone wrong, not to pace
 		// a healthy one.
-		PeerRate:  5000,
-		PeerBurst: 10000,
+		PeerRate:     5000,
+		PeerBurst:    10000,
+		DeliverQueue: 1 << 16,
 	}
 }
 
@@ -73,6 +78,9 @@ func (l Limits) WithDefaults() Limits {
 	if l.PeerBurst == 0 {
 		l.PeerBurst = d.PeerBurst
 	}
+	if l.DeliverQueue == 0 {
+		l.DeliverQueue = d.DeliverQueue
+	}
 	return l
 }
 
@@ -91,6 +99,7 @@ func (l Limits) Validate() error {
 		{"MaxBatchBytes", int64(l.MaxBatchBytes)},
 		{"CallTimeout", int64(l.CallTimeout)},
 		{"PeerBurst", int64(l.PeerBurst)},
+		{"DeliverQueue", int64(l.DeliverQueue)},
 	} {
 		if f.v < 0 {
 			errs = append(errs, fmt.Errorf("resourcepool: %s is %d; it must be positive, or 0 for the default", f.name, f.v))
@@ -133,6 +142,9 @@ func (l Limits) sanitized() Limits {
 	}
 	if l.PeerBurst < 0 {
 		l.PeerBurst = d.PeerBurst
+	}
+	if l.DeliverQueue < 0 {
+		l.DeliverQueue = d.DeliverQueue
 	}
 	return l
 }

@@ -1,0 +1,68 @@
+package business_test
+
+import (
+	"fmt"
+	"testing"
+
+	recordv1 "github.com/roamfed/roamfed/api/record/v1"
+	"github.com/roamfed/roamfed/internal/ids"
+	"github.com/roamfed/roamfed/roaming/resourcepool"
+)
+
+// TestRefusedDeliveriesSentFromLog commits a burst of messages to an ap
+// group, far more than ap's tiny queue for eu holds: what the full queue
+// refuses is sent later from the group's log, so eu gets every message.
+func TestRefusedDeliveriesSentFromLog(t *testing.T) {
+	nodes := startNodesWith(t, resourcepool.Limits{DeliverQueue: 8, WindowBatches: 1, MaxBatchMessages: 2}, "ap", "eu")
+	ap := nodes["ap"].store
+	member := ids.New(ids.User)
+	replicate(t, ap, "eu", userRec(member, "eu", ""))
+	g := group("ap", map[string]string{member: "eu"})
+	if err := ap.CreateGroup(g); err != nil {
+		t.Fatal(err)
+	}
+	replicate(t, nodes["eu"].store, "ap", groupRec(g.GetId(), "ap"))
+
+	const n = 100
+	msgs := make([]*recordv1.Message, n)
+	for i := range n {
+		msgs[i] = &recordv1.Message{
+			GroupId: g.GetId(), MessageId: ids.New(ids.Message), SenderId: member,
+			ClientMsgId: fmt.Sprint("c", i), Body: fmt.Sprint("m", i),
+		}
+	}
+	res, errs := ap.AppendAll(t.Context(), msgs)
+	for i, err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+		msgs[i] = res[i].Message
+	}
+	// Committed as one burst, as a busy home commits them.
+	for _, m := range msgs {
+		nodes["ap"].router.Committed(g, m)
+	}
+	fs := nodes["eu"].inbox.waitFor(t, "every message at eu", func(fs []*recordv1.Fanout) bool {
+		seen := map[uint64]bool{}
+		for _, f := range fs {
+			seen[f.GetMessage().GetSeq()] = true
+		}
+		return len(seen) == n
+	})
+	if refused := nodes["ap"].out["eu"].Refused(); refused == 0 {
+		t.Fatalf("the queue of 8 refused nothing of %d messages; the test did not exercise the catch-up", n)
+	}
+	counts := map[uint64]int{}
+	for _, f := range fs {
+		counts[f.GetMessage().GetSeq()]++
+		if got := f.GetRecipients(); len(got) != 1 || got[0] != member {
+			t.Errorf("seq %d went to %v, want [%s]", f.GetMessage().GetSeq(), got, member)
+		}
+	}
+	for seq, c := range counts {
+		if c > 1 {
+			t.Errorf("seq %d delivered %d times; eu drops what it already had", seq, c)
+		}
+	}
+	t.Logf("the full queue refused %d times; all %d messages delivered, each once", nodes["ap"].out["eu"].Refused(), n)
+}
