@@ -175,14 +175,9 @@ func (r *Router) catchUp() {
 				r.log.Warn("log of refused deliveries unreadable; trying again", slog.String("group", gid), slog.Any("err", err))
 				continue
 			}
+			recipients := r.split(g)[region]
 			next, full := from, false
 			for _, m := range msgs {
-				var recipients []string
-				for _, mem := range g.GetMembers() {
-					if r.where(mem.GetUserId(), mem.GetHomeRegion()) == region {
-						recipients = append(recipients, mem.GetUserId())
-					}
-				}
 				if len(recipients) > 0 && !d.Enqueue(&recordv1.Fanout{Message: m, Recipients: recipients}, nil) {
 					full = true
 					break
@@ -216,14 +211,7 @@ func (r *Router) fellBehind(region, groupID string, seq uint64) {
 // route splits a group's members by the region each is at and sends each
 // other region one fanout.
 func (r *Router) route(g *recordv1.Group, m *recordv1.Message) {
-	byRegion := make(map[string][]string)
-	for _, mem := range g.GetMembers() {
-		where := r.where(mem.GetUserId(), mem.GetHomeRegion())
-		if where != r.region {
-			byRegion[where] = append(byRegion[where], mem.GetUserId())
-		}
-	}
-	for region, recipients := range byRegion {
+	for region, recipients := range r.split(g) {
 		d, ok := r.out[region]
 		if !ok {
 			r.log.Warn("members in a region not in the federation", slog.String("region", region), slog.Int("members", len(recipients)))
@@ -233,6 +221,19 @@ func (r *Router) route(g *recordv1.Group, m *recordv1.Message) {
 			r.fellBehind(region, g.GetId(), m.GetSeq())
 		}
 	}
+}
+
+// split returns a group's members by the region each is at now, other
+// than this one.
+func (r *Router) split(g *recordv1.Group) map[string][]string {
+	byRegion := make(map[string][]string)
+	for _, mem := range g.GetMembers() {
+		where := r.where(mem.GetUserId(), mem.GetHomeRegion())
+		if where != r.region {
+			byRegion[where] = append(byRegion[where], mem.GetUserId())
+		}
+	}
+	return byRegion
 }
 
 // where returns the region a user is connected to now, as far as the home
