@@ -382,6 +382,28 @@ func (f *drillFed) queued(ctx context.Context) (n uint64, ok bool) {
 	return n, true
 }
 
+// checkFaultViaAP checks the eu–us link at the end of a fault (a "cut",
+// a "stall") that began at start: both ends still see it in state (named
+// stateWord) and route via ap, ap carried relays (more than relays before
+// the fault), and a message between eu and us sent after start was
+// delivered. It returns when that message was delivered.
+func (f *drillFed) checkFaultViaAP(t *testing.T, fl *drillFleet, start time.Time, fault, stateWord string, state roamingv1.LinkState, relays float64) time.Time {
+	t.Helper()
+	for _, end := range [][2]string{{"eu", "us"}, {"us", "eu"}} {
+		f.waitLink(t, time.Now(), end[0], end[1], fmt.Sprintf("%s and via ap at the end of the %s", stateWord, fault),
+			drillLinkAll(drillLinkIs(state), drillLinkVia("ap")), 3*time.Second)
+	}
+	if got := f.relaysCarried(t, "ap"); got <= relays {
+		t.Errorf("ap carried no relay during the %s (%v relays before, %v after)", fault, relays, got)
+	}
+	across, ok := fl.rec.FirstDelivery(start, drillBetween("eu", "us"))
+	if !ok {
+		t.Errorf("no message between eu and us sent after the %s was delivered during it", fault)
+	}
+	f.logLinks(t, "at the end of the "+fault)
+	return across
+}
+
 // relaysCarried reads from region's /metrics how many relayed connections
 // it has carried for others.
 func (f *drillFed) relaysCarried(t *testing.T, region string) float64 {

@@ -65,18 +65,7 @@ func TestDrillCutLink(t *testing.T) {
 
 	// Still cut and through ap (a link to ap that a loaded machine
 	// flapped gets a moment to come back), and ap did carry traffic.
-	for _, end := range [][2]string{{"eu", "us"}, {"us", "eu"}} {
-		fed.waitLink(t, time.Now(), end[0], end[1], "cut and via ap at the end of the cut",
-			drillLinkAll(drillLinkIs(drillStateCut), drillLinkVia("ap")), 3*time.Second)
-	}
-	if got := fed.relaysCarried(t, "ap"); got <= relays {
-		t.Errorf("ap carried no relay during the cut (%v relays before, %v after)", relays, got)
-	}
-	across, ok := fl.rec.FirstDelivery(cutAt, drillBetween("eu", "us"))
-	if !ok {
-		t.Errorf("no message between eu and us sent after the cut was delivered during it")
-	}
-	fed.logLinks(t, "at the end of the cut")
+	across := fed.checkFaultViaAP(t, fl, cutAt, "cut", "cut", drillStateCut, relays)
 
 	restoreAt := time.Now()
 	fed.drill(t, "eu", "restore", "eu", "us")
@@ -341,18 +330,7 @@ func TestDrillNetworkStall(t *testing.T) {
 	clk.phase("eu–us stalled: eu sees it down %s after, us %s after; both route via ap %s after", drillMS(detect), drillMS(detectUS), drillMS(route))
 	time.Sleep(time.Until(stallAt.Add(drillFault)))
 
-	for _, end := range [][2]string{{"eu", "us"}, {"us", "eu"}} {
-		fed.waitLink(t, time.Now(), end[0], end[1], "down and via ap at the end of the stall",
-			drillLinkAll(drillLinkIs(drillStateDown), drillLinkVia("ap")), 3*time.Second)
-	}
-	if got := fed.relaysCarried(t, "ap"); got <= relays {
-		t.Errorf("ap carried no relay during the stall (%v relays before, %v after)", relays, got)
-	}
-	across, ok := fl.rec.FirstDelivery(stallAt, drillBetween("eu", "us"))
-	if !ok {
-		t.Errorf("no message between eu and us sent after the stall was delivered during it")
-	}
-	fed.logLinks(t, "at the end of the stall")
+	across := fed.checkFaultViaAP(t, fl, stallAt, "stall", "down", drillStateDown, relays)
 
 	resumeAt := time.Now()
 	toUS.Resume()
