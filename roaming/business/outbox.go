@@ -88,9 +88,16 @@ func (o *Outbox) poke() {
 	}
 }
 
-// Submit queues m for the peer, synced, and waits up to wait for the home
-// to commit it. When the wait ends first, it returns ErrAccepted: the
-// message is safe in the outbox and its outcome goes to the receipt hook.
+// Submit queues m for the peer and waits up to wait for the home to commit
+// it. When the wait ends first, it returns ErrAccepted: the message is safe
+// in the outbox and its outcome goes to the receipt hook.
+//
+// The entry is written without waiting for the disk, so the sender's sync
+// is not on the way to the home: the client learns nothing until the home
+// has committed the message (synced there) or the outbox is synced, just
+// before ErrAccepted. A crash in between loses an entry nobody was told
+// of; the client's retry with the same client message id finds it
+// committed at the home or queues it again.
 func (o *Outbox) Submit(ctx context.Context, m *recordv1.Message, wait time.Duration) (datacenter.Appended, error) {
 	ch := make(chan outcome, 1)
 	id := m.GetMessageId()
@@ -98,7 +105,7 @@ func (o *Outbox) Submit(ctx context.Context, m *recordv1.Message, wait time.Dura
 	o.mu.Lock()
 	o.waiters[id] = ch
 	o.mu.Unlock()
-	if _, err := o.store.Enqueue(o.peer, &recordv1.OutboxEntry{Work: &recordv1.OutboxEntry_Submit{Submit: m}}); err != nil {
+	if _, err := o.store.EnqueueUnsynced(o.peer, &recordv1.OutboxEntry{Work: &recordv1.OutboxEntry_Submit{Submit: m}}); err != nil {
 		o.mu.Lock()
 		delete(o.waiters, id)
 		o.mu.Unlock()
@@ -114,14 +121,18 @@ func (o *Outbox) Submit(ctx context.Context, m *recordv1.Message, wait time.Dura
 	case <-ctx.Done():
 	}
 	o.mu.Lock()
-	defer o.mu.Unlock()
 	// The outcome may have come as the wait ended.
 	select {
 	case r := <-ch:
+		o.mu.Unlock()
 		return r.res, r.err
 	default:
 	}
 	delete(o.waiters, id)
+	o.mu.Unlock()
+	if err := o.store.SyncWAL(); err != nil {
+		return datacenter.Appended{}, status.Errorf(codes.Unavailable, "message %s queued for %s but not synced: %v; retry with the same client message id", id, o.peer, err)
+	}
 	return datacenter.Appended{Message: m}, businesscenter.ErrAccepted
 }
 

@@ -87,6 +87,31 @@ func (s *Store) outboxQueueLocked(peer string) (*outboxQueue, error) {
 // position. It fails with ErrOutboxFull when the destination's outbox is at
 // its bound. e.Seq and e.QueuedAt are set here.
 func (s *Store) Enqueue(peer string, e *recordv1.OutboxEntry) (uint64, error) {
+	return s.enqueue(peer, e, pebble.Sync)
+}
+
+// EnqueueUnsynced is Enqueue without waiting for the disk: the entry is
+// readable at once and becomes durable with the next synced write (every
+// sync covers all writes before it), or with SyncWAL. A crash before then
+// may lose it and whatever was queued after it, never an earlier entry
+// alone, so the caller may tell no one the work is queued until it has
+// called SyncWAL.
+func (s *Store) EnqueueUnsynced(peer string, e *recordv1.OutboxEntry) (uint64, error) {
+	return s.enqueue(peer, e, pebble.NoSync)
+}
+
+// SyncWAL makes every write made before it durable.
+func (s *Store) SyncWAL() error {
+	if s.isClosed() {
+		return ErrClosed
+	}
+	if err := s.db.LogData(nil, pebble.Sync); err != nil {
+		return fmt.Errorf("pebble sync: %w", err)
+	}
+	return nil
+}
+
+func (s *Store) enqueue(peer string, e *recordv1.OutboxEntry, opts *pebble.WriteOptions) (uint64, error) {
 	if s.isClosed() {
 		return 0, ErrClosed
 	}
@@ -113,7 +138,7 @@ func (s *Store) Enqueue(peer string, e *recordv1.OutboxEntry) (uint64, error) {
 	q.writing[e.Seq] = struct{}{}
 	s.outbox.mu.Unlock()
 	// Concurrent enqueues share syncs in Pebble's commit pipeline.
-	err = s.db.Set(outboxKey(peer, e.Seq), v, pebble.Sync)
+	err = s.db.Set(outboxKey(peer, e.Seq), v, opts)
 	s.outbox.mu.Lock()
 	delete(q.writing, e.Seq)
 	if err != nil {
