@@ -229,6 +229,12 @@ func (m *Metrics) StreamServerInterceptor() grpc.StreamServerInterceptor {
 	}
 }
 
+// deliveryFrame is a Session frame of deliveries sent already encoded
+// (businesscenter's); it says what it holds.
+type deliveryFrame interface {
+	DeliveryCounts() (first, resends int)
+}
+
 type countingStream struct {
 	grpc.ServerStream
 	m *Metrics
@@ -238,6 +244,12 @@ func (c *countingStream) SendMsg(msg any) error {
 	err := c.ServerStream.SendMsg(msg)
 	if err != nil {
 		return err
+	}
+	if f, ok := msg.(deliveryFrame); ok {
+		first, resends := f.DeliveryCounts()
+		c.m.deliveries.Add(uint64(first))
+		c.m.resends.Add(uint64(resends))
+		return nil
 	}
 	r, ok := msg.(*clientv1.SessionResponse)
 	if !ok {

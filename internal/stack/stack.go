@@ -209,6 +209,7 @@ func Start(cfg Config) (st *Stack, err error) {
 		clientOpts = append(clientOpts, grpc.Creds(credentials.NewTLS(cfg.ClientTLS)))
 	}
 	s.grpc = grpc.NewServer(append(clientOpts,
+		businesscenter.ServerCodec(),
 		// Metrics first: they read the status codes rpcstatus maps.
 		grpc.ChainUnaryInterceptor(s.metrics.UnaryServerInterceptor(), rpcstatus.UnaryServerInterceptor(log)),
 		grpc.ChainStreamInterceptor(s.metrics.StreamServerInterceptor(), rpcstatus.StreamServerInterceptor(log)),

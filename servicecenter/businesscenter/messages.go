@@ -195,17 +195,22 @@ func (s *Server) publish(subject string, m proto.Message) {
 // this node. The bus calls it from one goroutine, in publish order.
 func (s *Server) onFanout(msg *nats.Msg) {
 	f := new(recordv1.Fanout)
-	if err := proto.Unmarshal(msg.Data, f); err != nil {
+	err := proto.Unmarshal(msg.Data, f)
+	if err != nil {
 		s.log.Warn("fanout: undecodable bus message", slog.Any("err", err))
 		return
 	}
-	var cm *clientv1.Message
+	var em *encodedMessage
 	for _, uid := range f.GetRecipients() {
 		for _, ss := range s.hub.sessionsOf(uid) {
-			if cm == nil {
-				cm = messageToClient(f.GetMessage())
+			if em == nil {
+				if em, err = encodeMessage(messageToClient(f.GetMessage())); err != nil {
+					s.log.Warn("fanout: unencodable message; members will catch up from history",
+						slog.String("group", f.GetMessage().GetGroupId()), slog.Any("err", err))
+					return
+				}
 			}
-			ss.deliver(cm)
+			ss.deliver(em)
 		}
 	}
 }

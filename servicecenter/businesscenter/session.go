@@ -11,8 +11,6 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/encoding/protowire"
-	"google.golang.org/protobuf/proto"
 
 	clientv1 "github.com/roamfed/roamfed/api/client/v1"
 	"github.com/roamfed/roamfed/internal/ids"
@@ -45,7 +43,7 @@ func (s *Server) Session(stream clientv1.ClientService_SessionServer) error {
 		srv:       s,
 		cancel:    cancel,
 		maxQueued: s.pool.Limits().MaxQueuedPerSession,
-		out:       make(chan *clientv1.SessionResponse, s.pool.Limits().MaxQueuedPerSession+controlSlots),
+		out:       make(chan outFrame, s.pool.Limits().MaxQueuedPerSession+controlSlots),
 		pending:   make(map[uint64]*pendingDelivery),
 		lagging:   make(map[string]uint64),
 		acked:     make(map[string]uint64),
@@ -140,68 +138,74 @@ const (
 	maxBatchBytes      = 1 << 20
 )
 
+// outFrame is one entry of a session's queue: a delivery, or a frame that
+// is not one (ctl).
+type outFrame struct {
+	d   queuedDelivery
+	ctl *clientv1.SessionResponse
+}
+
 // write sends the session's queued frames in order until ctx ends or a Send
 // fails. For a client that reads Deliveries frames, the deliveries queued
 // behind the one taken go in the same frame, up to the first frame that is
 // not a delivery, which follows the batch.
 func (ss *session) write(ctx context.Context, stream clientv1.ClientService_SessionServer) error {
-	var held *clientv1.SessionResponse
+	var (
+		held    *outFrame
+		pending outFrame
+		batch   []queuedDelivery
+		frame   encodedFrame
+	)
 	for {
-		r := held
-		held = nil
-		if r == nil {
+		if held != nil {
+			pending, held = *held, nil
+		} else {
 			select {
 			case <-ctx.Done():
 				return nil
-			case r = <-ss.out:
+			case pending = <-ss.out:
 			}
 		}
-		if r.GetDelivery() != nil && ss.batching.Load() {
-			r, held = ss.batch(r)
+		if pending.ctl != nil {
+			if err := stream.Send(pending.ctl); err != nil {
+				return err
+			}
+			continue
 		}
-		if err := stream.Send(r); err != nil {
+		batch = append(batch[:0], pending.d)
+		if ss.batching.Load() {
+			batch, held = ss.batch(batch)
+		}
+		frame.set(batch)
+		if err := stream.SendMsg(&frame); err != nil {
 			return err
 		}
+		clear(batch) // let go of the messages
 	}
 }
 
-// batch takes, without waiting, the deliveries queued behind first, a
-// Delivery frame, and returns the frame that carries them all with the
-// frame taken that did not fit (nil when none was).
-func (ss *session) batch(first *clientv1.SessionResponse) (frame, held *clientv1.SessionResponse) {
-	ds := []*clientv1.Delivery{first.GetDelivery()}
-	size := batchedSize(ds[0])
-take:
+// batch appends to ds, without waiting, the deliveries queued behind it,
+// and returns them with the frame taken that did not fit (nil when none
+// was).
+func (ss *session) batch(ds []queuedDelivery) ([]queuedDelivery, *outFrame) {
+	size := ds[0].batchedSize()
 	for len(ds) < maxBatchDeliveries {
 		select {
 		case r := <-ss.out:
-			d := r.GetDelivery()
-			if d == nil {
-				held = r
-				break take
+			if r.ctl != nil {
+				return ds, &r
 			}
-			n := batchedSize(d)
+			n := r.d.batchedSize()
 			if size+n > maxBatchBytes {
-				held = r
-				break take
+				return ds, &r
 			}
-			ds = append(ds, d)
+			ds = append(ds, r.d)
 			size += n
 		default:
-			break take
+			return ds, nil
 		}
 	}
-	if len(ds) == 1 {
-		return first, held
-	}
-	return &clientv1.SessionResponse{Kind: &clientv1.SessionResponse_Deliveries{Deliveries: &clientv1.Deliveries{Deliveries: ds}}}, held
-}
-
-// batchedSize is what d adds to a Deliveries frame: itself, its tag and
-// its length.
-func batchedSize(d *clientv1.Delivery) int {
-	n := proto.Size(d)
-	return 1 + protowire.SizeVarint(uint64(n)) + n
+	return ds, nil
 }
 
 type session struct {
@@ -210,7 +214,7 @@ type session struct {
 	srv                  *Server
 	cancel               context.CancelCauseFunc
 	maxQueued            int
-	out                  chan *clientv1.SessionResponse
+	out                  chan outFrame
 	// batching is set when the client declared that it reads Deliveries
 	// frames.
 	batching atomic.Bool
@@ -230,13 +234,14 @@ type session struct {
 
 type pendingDelivery struct {
 	id      uint64
-	msg     *clientv1.Message
+	msg     *encodedMessage
 	attempt uint32
 	sentAt  time.Time
 }
 
 // deliver queues a committed message for the client.
-func (ss *session) deliver(m *clientv1.Message) {
+func (ss *session) deliver(em *encodedMessage) {
+	m := em.msg
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	if ss.closed {
@@ -251,7 +256,7 @@ func (ss *session) deliver(m *clientv1.Message) {
 		return
 	}
 	ss.nextID++
-	d := &pendingDelivery{id: ss.nextID, msg: m, attempt: 1, sentAt: time.Now()}
+	d := &pendingDelivery{id: ss.nextID, msg: em, attempt: 1, sentAt: time.Now()}
 	if !ss.sendLocked(d) {
 		ss.pauseLocked(m.GetGroupId(), m.GetSeq()-1)
 		return
@@ -261,11 +266,8 @@ func (ss *session) deliver(m *clientv1.Message) {
 
 // sendLocked queues one attempt of a delivery without blocking.
 func (ss *session) sendLocked(d *pendingDelivery) bool {
-	r := &clientv1.SessionResponse{Kind: &clientv1.SessionResponse_Delivery{Delivery: &clientv1.Delivery{
-		DeliveryId: d.id, Message: d.msg, Attempt: d.attempt,
-	}}}
 	select {
-	case ss.out <- r:
+	case ss.out <- outFrame{d: queuedDelivery{id: d.id, attempt: d.attempt, m: d.msg}}:
 		return true
 	default:
 		return false
@@ -284,7 +286,7 @@ func (ss *session) pauseLocked(groupID string, after uint64) {
 // queue is full.
 func (ss *session) control(r *clientv1.SessionResponse) bool {
 	select {
-	case ss.out <- r:
+	case ss.out <- outFrame{ctl: r}:
 		return true
 	default:
 		return false
@@ -302,8 +304,8 @@ func (ss *session) handle(req *clientv1.SessionRequest) {
 				continue
 			}
 			delete(ss.pending, id)
-			if g := d.msg.GetGroupId(); d.msg.GetSeq() > ss.acked[g] {
-				ss.acked[g] = d.msg.GetSeq()
+			if g := d.msg.msg.GetGroupId(); d.msg.msg.GetSeq() > ss.acked[g] {
+				ss.acked[g] = d.msg.msg.GetSeq()
 			}
 		}
 		resume := len(ss.lagging) > 0 && len(ss.pending) <= ss.maxQueued/2
@@ -330,14 +332,14 @@ func (ss *session) tick(now time.Time) {
 		}
 		if int(d.attempt) >= ss.srv.cfg.MaxAttempts {
 			delete(ss.pending, id)
-			ss.pauseLocked(d.msg.GetGroupId(), d.msg.GetSeq()-1)
+			ss.pauseLocked(d.msg.msg.GetGroupId(), d.msg.msg.GetSeq()-1)
 			continue
 		}
 		d.attempt++
 		d.sentAt = now
 		if !ss.sendLocked(d) {
 			delete(ss.pending, id)
-			ss.pauseLocked(d.msg.GetGroupId(), d.msg.GetSeq()-1)
+			ss.pauseLocked(d.msg.msg.GetGroupId(), d.msg.msg.GetSeq()-1)
 		}
 	}
 	ss.mu.Unlock()
@@ -357,7 +359,7 @@ func (ss *session) resume() {
 		// A delivery still pending for this group is superseded by the
 		// catch-up: the client fetches everything after `after`.
 		for id, d := range ss.pending {
-			if d.msg.GetGroupId() == g && d.msg.GetSeq() > after {
+			if d.msg.msg.GetGroupId() == g && d.msg.msg.GetSeq() > after {
 				delete(ss.pending, id)
 			}
 		}
