@@ -253,11 +253,11 @@ func TestCrash(t *testing.T) {
 	verifyAcks(t, s, acks)
 }
 
-// TestPowerLoss appends on a file system that can lose what was not
-// synced, and takes its state at a moment while appends are in flight:
-// every append acknowledged before that moment must be there, and the logs
-// must have no gaps whatever part of the unsynced data survived.
-func TestPowerLoss(t *testing.T) {
+// powerLoss runs work, for each share of unsynced data that survives a
+// power loss, on a store on a file system that can lose what was not
+// synced. work calls lose at the moment of its choice; lose returns the
+// store as it opens after a power loss at that moment.
+func powerLoss(t *testing.T, work func(t *testing.T, s *Store, lose func() *Store)) {
 	seed := time.Now().UnixNano()
 	t.Logf("seed %d", seed)
 	for _, unsynced := range []int{0, 30, 100} {
@@ -268,53 +268,65 @@ func TestPowerLoss(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() { _ = s.Close() })
-			pr, pw := io.Pipe()
-			stop := make(chan struct{})
-			done := make(chan struct{})
-			go func() {
-				defer close(done)
-				appendUntilStopped(s, 16, 4, pw, stop, nil)
-				pw.Close()
-			}()
-			var (
-				mu   sync.Mutex
-				acks []ack
-				n    atomic.Int64
-			)
-			readDone := make(chan struct{})
-			go func() {
-				defer close(readDone)
-				sc := bufio.NewScanner(pr)
-				for sc.Scan() {
-					if a, ok := parseAck(sc.Text()); ok {
-						mu.Lock()
-						acks = append(acks, a)
-						mu.Unlock()
-						n.Add(1)
-					} else {
-						t.Errorf("appender: %s", sc.Text())
-					}
+			work(t, s, func() *Store {
+				crashed := fs.CrashClone(vfs.CrashCloneCfg{
+					UnsyncedDataPercent: unsynced,
+					RNG:                 rand.New(rand.NewPCG(uint64(seed), uint64(unsynced))),
+				})
+				s2, err := Open("/db", Options{FS: crashed})
+				if err != nil {
+					t.Fatalf("open after power loss: %v", err)
 				}
-			}()
-			waitFor(t, "500 acknowledged appends", func() bool { return n.Load() >= 500 })
-			// Acks read before the clone were synced before it.
-			mu.Lock()
-			before := append([]ack(nil), acks...)
-			mu.Unlock()
-			crashed := fs.CrashClone(vfs.CrashCloneCfg{
-				UnsyncedDataPercent: unsynced,
-				RNG:                 rand.New(rand.NewPCG(uint64(seed), uint64(unsynced))),
+				t.Cleanup(func() { _ = s2.Close() })
+				return s2
 			})
-			close(stop)
-			<-done
-			<-readDone
-
-			s2, err := Open("/db", Options{FS: crashed})
-			if err != nil {
-				t.Fatalf("open after power loss: %v", err)
-			}
-			t.Cleanup(func() { _ = s2.Close() })
-			verifyAcks(t, s2, before)
 		})
 	}
+}
+
+// TestPowerLoss appends on a file system that can lose what was not
+// synced, and takes its state at a moment while appends are in flight:
+// every append acknowledged before that moment must be there, and the logs
+// must have no gaps whatever part of the unsynced data survived.
+func TestPowerLoss(t *testing.T) {
+	powerLoss(t, func(t *testing.T, s *Store, lose func() *Store) {
+		pr, pw := io.Pipe()
+		stop := make(chan struct{})
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			appendUntilStopped(s, 16, 4, pw, stop, nil)
+			pw.Close()
+		}()
+		var (
+			mu   sync.Mutex
+			acks []ack
+			n    atomic.Int64
+		)
+		readDone := make(chan struct{})
+		go func() {
+			defer close(readDone)
+			sc := bufio.NewScanner(pr)
+			for sc.Scan() {
+				if a, ok := parseAck(sc.Text()); ok {
+					mu.Lock()
+					acks = append(acks, a)
+					mu.Unlock()
+					n.Add(1)
+				} else {
+					t.Errorf("appender: %s", sc.Text())
+				}
+			}
+		}()
+		waitFor(t, "500 acknowledged appends", func() bool { return n.Load() >= 500 })
+		// Acks read before the loss were synced before it.
+		mu.Lock()
+		before := append([]ack(nil), acks...)
+		mu.Unlock()
+		s2 := lose()
+		close(stop)
+		<-done
+		<-readDone
+		verifyAcks(t, s2, before)
+	})
 }

@@ -2,12 +2,8 @@ package datacenter
 
 import (
 	"fmt"
-	"math/rand/v2"
 	"sync"
 	"testing"
-	"time"
-
-	"github.com/cockroachdb/pebble/v2/vfs"
 
 	recordv1 "github.com/roamfed/roamfed/api/record/v1"
 )
@@ -19,107 +15,88 @@ import (
 // outbox after reopening, whole, and the queue must take new entries after
 // the ones that survived.
 func TestOutboxUnsyncedPowerLoss(t *testing.T) {
-	seed := time.Now().UnixNano()
-	t.Logf("seed %d", seed)
-	for _, unsynced := range []int{0, 30, 100} {
-		t.Run(fmt.Sprintf("unsynced %d%%", unsynced), func(t *testing.T) {
-			fs := vfs.NewCrashableMem()
-			s, err := Open("/db", Options{FS: fs})
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = s.Close() })
-
-			var (
-				mu    sync.Mutex
-				acked = make(map[string]bool) // message id: its entry was synced
-			)
-			stop := make(chan struct{})
-			var wg sync.WaitGroup
-			for w := range 8 {
-				wg.Go(func() {
-					var queued []string
-					for i := range 100_000 {
-						select {
-						case <-stop:
-							return
-						default:
-						}
-						id := fmt.Sprintf("m_W%dN%d", w, i)
-						m := newMessage("g_OUTBOX", "u_W", id, "queued")
-						m.MessageId = id
-						if _, err := s.EnqueueUnsynced("eu", &recordv1.OutboxEntry{Work: &recordv1.OutboxEntry_Submit{Submit: m}}); err != nil {
-							t.Errorf("EnqueueUnsynced: %v", err)
-							return
-						}
-						queued = append(queued, id)
-						if i%8 != 7 {
-							continue
-						}
-						if err := s.SyncWAL(); err != nil {
-							t.Errorf("SyncWAL: %v", err)
-							return
-						}
-						mu.Lock()
-						for _, id := range queued {
-							acked[id] = true
-						}
-						mu.Unlock()
-						queued = queued[:0]
+	powerLoss(t, func(t *testing.T, s *Store, lose func() *Store) {
+		var (
+			mu    sync.Mutex
+			acked = make(map[string]bool) // message id: its entry was synced
+		)
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		for w := range 8 {
+			wg.Go(func() {
+				var queued []string
+				for i := range 100_000 {
+					select {
+					case <-stop:
+						return
+					default:
 					}
-				})
-			}
-			waitFor(t, "500 synced entries", func() bool {
-				mu.Lock()
-				defer mu.Unlock()
-				return len(acked) >= 500
+					id := fmt.Sprintf("m_W%dN%d", w, i)
+					m := newMessage("g_OUTBOX", "u_W", id, "queued")
+					m.MessageId = id
+					if _, err := s.EnqueueUnsynced("eu", &recordv1.OutboxEntry{Work: &recordv1.OutboxEntry_Submit{Submit: m}}); err != nil {
+						t.Errorf("EnqueueUnsynced: %v", err)
+						return
+					}
+					queued = append(queued, id)
+					if i%8 != 7 {
+						continue
+					}
+					if err := s.SyncWAL(); err != nil {
+						t.Errorf("SyncWAL: %v", err)
+						return
+					}
+					mu.Lock()
+					for _, id := range queued {
+						acked[id] = true
+					}
+					mu.Unlock()
+					queued = queued[:0]
+				}
 			})
-			// Entries acknowledged before the clone were synced before it.
+		}
+		waitFor(t, "500 synced entries", func() bool {
 			mu.Lock()
-			before := make([]string, 0, len(acked))
-			for id := range acked {
-				before = append(before, id)
-			}
-			mu.Unlock()
-			crashed := fs.CrashClone(vfs.CrashCloneCfg{
-				UnsyncedDataPercent: unsynced,
-				RNG:                 rand.New(rand.NewPCG(uint64(seed), uint64(unsynced))),
-			})
-			close(stop)
-			wg.Wait()
-
-			s2, err := Open("/db", Options{FS: crashed})
-			if err != nil {
-				t.Fatalf("open after power loss: %v", err)
-			}
-			t.Cleanup(func() { _ = s2.Close() })
-			entries, err := s2.Outbox("eu", 0, 1<<30)
-			if err != nil {
-				t.Fatal(err)
-			}
-			found := make(map[string]bool, len(entries))
-			var last uint64
-			for _, e := range entries {
-				if e.GetSubmit().GetBody() != "queued" {
-					t.Errorf("entry %d: %v", e.GetSeq(), e)
-				}
-				found[e.GetSubmit().GetMessageId()] = true
-				last = max(last, e.GetSeq())
-			}
-			missing := 0
-			for _, id := range before {
-				if !found[id] {
-					missing++
-				}
-			}
-			if missing > 0 {
-				t.Errorf("%d of %d synced entries lost (%d entries survived)", missing, len(before), len(entries))
-			}
-			t.Logf("%d synced before the loss, %d survived", len(before), len(entries))
-			seq, err := s2.Enqueue("eu", &recordv1.OutboxEntry{Work: &recordv1.OutboxEntry_Submit{Submit: newMessage("g_OUTBOX", "u_W", "after", "queued")}})
-			if err != nil || seq <= last {
-				t.Errorf("Enqueue after reopening = %d, %v; want a seq after %d", seq, err, last)
-			}
+			defer mu.Unlock()
+			return len(acked) >= 500
 		})
-	}
+		// Entries acknowledged before the loss were synced before it.
+		mu.Lock()
+		before := make([]string, 0, len(acked))
+		for id := range acked {
+			before = append(before, id)
+		}
+		mu.Unlock()
+		s2 := lose()
+		close(stop)
+		wg.Wait()
+
+		entries, err := s2.Outbox("eu", 0, 1<<30)
+		if err != nil {
+			t.Fatal(err)
+		}
+		found := make(map[string]bool, len(entries))
+		var last uint64
+		for _, e := range entries {
+			if e.GetSubmit().GetBody() != "queued" {
+				t.Errorf("entry %d: %v", e.GetSeq(), e)
+			}
+			found[e.GetSubmit().GetMessageId()] = true
+			last = max(last, e.GetSeq())
+		}
+		missing := 0
+		for _, id := range before {
+			if !found[id] {
+				missing++
+			}
+		}
+		if missing > 0 {
+			t.Errorf("%d of %d synced entries lost (%d entries survived)", missing, len(before), len(entries))
+		}
+		t.Logf("%d synced before the loss, %d survived", len(before), len(entries))
+		seq, err := s2.Enqueue("eu", &recordv1.OutboxEntry{Work: &recordv1.OutboxEntry_Submit{Submit: newMessage("g_OUTBOX", "u_W", "after", "queued")}})
+		if err != nil || seq <= last {
+			t.Errorf("Enqueue after reopening = %d, %v; want a seq after %d", seq, err, last)
+		}
+	})
 }
