@@ -69,7 +69,8 @@ type FollowerConfig struct {
 	// two intervals and a CallTimeout is taken as dead.
 	PingEvery time.Duration
 	// RetryMin and RetryMax bound the backoff between streams; default
-	// 100ms and 5s.
+	// 100ms and 5s. The backoff starts over at RetryMin after a stream
+	// that reached Ready.
 	RetryMin, RetryMax time.Duration
 
 	// OnReady is called for each stream's Ready.
@@ -155,9 +156,9 @@ func (f *Follower) Last(group string) uint64 {
 // Run follows until ctx ends, then returns nil; or until an error a new
 // stream would not cure (UNAUTHENTICATED, say), which it returns.
 func (f *Follower) Run(ctx context.Context) error {
-	wait := time.Duration(0)
+	b := backoff{min: f.cfg.RetryMin, max: f.cfg.RetryMax}
 	for {
-		err := f.runStream(ctx)
+		ready, err := f.runStream(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -167,9 +168,13 @@ func (f *Follower) Run(ctx context.Context) error {
 		if f.cfg.OnError != nil {
 			f.cfg.OnError(fmt.Errorf("session: %w", err))
 		}
-		wait = min(max(2*wait, f.cfg.RetryMin), f.cfg.RetryMax)
-		d := wait - time.Duration(rand.Int64N(int64(wait/4)+1))
-		t := time.NewTimer(d)
+		if ready {
+			// The region was healthy until this break: what broke the
+			// stream (a restart, a network blip) is news, not the latest
+			// of a run of failures, so the wait starts over.
+			b.reset()
+		}
+		t := time.NewTimer(b.next())
 		select {
 		case <-ctx.Done():
 			t.Stop()
@@ -179,11 +184,34 @@ func (f *Follower) Run(ctx context.Context) error {
 	}
 }
 
-// runStream runs one Session stream to its end.
-func (f *Follower) runStream(ctx context.Context) error {
+// backoff spaces the attempts to open a stream: min after the first
+// failure, then twice the last wait up to max, each less up to a quarter
+// at random. reset starts over after a stream that reached Ready.
+//
+// Starting over means min again, not an immediate retry: the first
+// reconnect after a long healthy stream still comes quickly (a user does
+// not notice 100ms), but the clients a region restart cut off all at once
+// do not all come back in the same instant, and the jitter has a wait to
+// spread.
+type backoff struct {
+	min, max time.Duration
+	wait     time.Duration // the last wait before jitter; 0 after reset
+}
+
+// next returns the wait before the next attempt.
+func (b *backoff) next() time.Duration {
+	b.wait = min(max(2*b.wait, b.min), b.max)
+	return b.wait - time.Duration(rand.Int64N(int64(b.wait/4)+1))
+}
+
+func (b *backoff) reset() { b.wait = 0 }
+
+// runStream runs one Session stream to its end, and says whether the
+// stream got as far as the region's Ready.
+func (f *Follower) runStream(ctx context.Context) (bool, error) {
 	s, ready, err := OpenStream(WithToken(ctx, f.cfg.Token), f.cfg.API, f.cfg.CallTimeout)
 	if err != nil {
-		return err
+		return false, err
 	}
 	defer s.Close()
 	if f.cfg.OnReady != nil {
@@ -208,22 +236,22 @@ func (f *Follower) runStream(ctx context.Context) error {
 		}
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return true, ctx.Err()
 		case err := <-s.Ended():
-			return err
+			return true, err
 		case r := <-s.Frames():
 			if err := f.handle(ctx, r, s.Ack); err != nil {
-				return err
+				return true, err
 			}
 		case <-ping.C:
 			if err := s.Ping(2*f.cfg.PingEvery + f.cfg.CallTimeout); err != nil {
-				return err
+				return true, err
 			}
 		case <-gap.C:
 			armed = false
 			for _, g := range f.due() {
 				if err := f.fillGroup(ctx, g, s.Ack); err != nil {
-					return err
+					return true, err
 				}
 			}
 		}
