@@ -393,11 +393,28 @@ func (s *System) CutLink(ctx context.Context, peer, reason string) error {
 	return s.mesh.Cut(peer, reason)
 }
 
-// RestoreLink ends a drill: this region restores its side, then tells the
-// peer over the link, now open in this direction, to restore its own.
+// restoreWait bounds how long RestoreLinkUp waits for the link to be seen
+// up once both sides are restored: a healthy link takes a round trip.
+const restoreWait = 5 * time.Second
+
+// RestoreLink is RestoreLinkUp for callers that need not know whether the
+// link was seen up before it returned.
 func (s *System) RestoreLink(ctx context.Context, peer, reason string) error {
+	_, err := s.RestoreLinkUp(ctx, peer, reason)
+	return err
+}
+
+// RestoreLinkUp ends a drill: this region restores its side, then tells
+// the peer over the link, now open in this direction, to restore its own.
+// Then it waits until this region's heartbeat sees the link up, so that a
+// status read next shows it up: within restoreWait, and early enough
+// before ctx's deadline for the answer to reach the caller. It reports
+// whether it did. A link not up yet is no error: the drill is over at both
+// ends and the link comes up when a heartbeat passes; restoring again
+// would change nothing.
+func (s *System) RestoreLinkUp(ctx context.Context, peer, reason string) (bool, error) {
 	if err := s.mesh.Restore(peer, reason); err != nil {
-		return err
+		return false, err
 	}
 	// The direct connection may have been stalled across a restart of the
 	// peer; the first call then finds it dead, and gRPC redials for the
@@ -409,14 +426,22 @@ func (s *System) RestoreLink(ctx context.Context, peer, reason string) error {
 		}
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return false, ctx.Err()
 		case <-time.After(time.Duration(attempt+1) * 100 * time.Millisecond):
 		}
 	}
 	if err != nil {
-		return fmt.Errorf("restore %s-%s: peer side: %w", s.cfg.Self, peer, err)
+		return false, fmt.Errorf("restore %s-%s: peer side: %w", s.cfg.Self, peer, err)
 	}
-	return nil
+	wait := restoreWait
+	if dl, ok := ctx.Deadline(); ok {
+		// A restore answered after the caller gave up looks failed, and
+		// would be made again.
+		wait = min(wait, time.Until(dl)*3/4)
+	}
+	wctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	return s.mesh.WaitLinkUp(wctx, peer) == nil, nil
 }
 
 func (s *System) drillPeer(ctx context.Context, peer string, cut bool, reason string) error {

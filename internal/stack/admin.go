@@ -164,10 +164,18 @@ func (a *adminServer) RestoreLink(ctx context.Context, req *adminv1.RestoreLinkR
 	if err != nil {
 		return nil, err
 	}
-	if err := a.st.roam.RestoreLink(ctx, peer, req.GetReason()); err != nil {
+	up, err := a.st.roam.RestoreLinkUp(ctx, peer, req.GetReason())
+	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "%v", err)
 	}
-	a.st.log.Info("drill: link restored", slog.String("peer", peer), slog.String("reason", req.GetReason()))
+	if up {
+		a.st.log.Info("drill: link restored", slog.String("peer", peer), slog.String("reason", req.GetReason()))
+	} else {
+		// The restore is done at both ends; only the heartbeat has not
+		// seen the link up yet. Answering an error would have the
+		// operator restore again, which changes nothing.
+		a.st.log.Warn("drill: link restored, but not seen up yet", slog.String("peer", peer), slog.String("reason", req.GetReason()))
+	}
 	return &adminv1.RestoreLinkResponse{Drill: a.drill(req.GetA(), req.GetB(), "restore", req.GetReason())}, nil
 }
 

@@ -56,7 +56,8 @@ type Mesh struct {
 	conns  map[*trackedConn]struct{}
 	drills []Drill
 	// recorded is closed, and replaced, whenever a heartbeat outcome or a
-	// drill is applied: a route may then have appeared (WaitRoute).
+	// drill is applied: a route may then have appeared, or a link come up
+	// (WaitRoute, WaitLinkUp).
 	recorded chan struct{}
 
 	client func(peer string) (roamingv1.BusinessServiceClient, error)
@@ -89,6 +90,9 @@ type link struct {
 	// known is set by the first heartbeat outcome; until then traffic
 	// goes direct, as it would have without a mesh.
 	known bool
+	// kick asks the link's heartbeat loop for a heartbeat now rather than
+	// at the next tick; it holds at most one request.
+	kick chan struct{}
 }
 
 // New makes a mesh; links start down until their first heartbeat.
@@ -125,7 +129,7 @@ func New(cfg Config) *Mesh {
 	now := time.Now()
 	for name, addr := range cfg.Peers {
 		m.byAddr[addr] = name
-		m.links[name] = &link{peer: name, state: roamingv1.LinkState_LINK_STATE_DOWN, gate: newGate(), since: now}
+		m.links[name] = &link{peer: name, state: roamingv1.LinkState_LINK_STATE_DOWN, gate: newGate(), kick: make(chan struct{}, 1), since: now}
 	}
 	return m
 }
@@ -159,6 +163,7 @@ func (m *Mesh) Close() {
 
 func (m *Mesh) heartbeats(peer string) {
 	defer m.wg.Done()
+	kick := m.links[peer].kick // the links map and a link's kick never change
 	t := time.NewTicker(m.cfg.HeartbeatEvery)
 	defer t.Stop()
 	for {
@@ -180,7 +185,18 @@ func (m *Mesh) heartbeats(peer string) {
 		case <-m.stop:
 			return
 		case <-t.C:
+		case <-kick:
 		}
+	}
+}
+
+// beatSoonLocked asks for a heartbeat to peer's link now, unless one was
+// asked for already. It goes out as a tick's would, within the limit on
+// heartbeats outstanding.
+func (l *link) beatSoonLocked() {
+	select {
+	case l.kick <- struct{}{}:
+	default:
 	}
 }
 
@@ -411,7 +427,44 @@ func (m *Mesh) WaitRoute(ctx context.Context, peer string) error {
 	}
 }
 
-// notifyLocked wakes WaitRoute's waiters to look at the routes again.
+// WaitLinkUp returns once the direct link to peer is up: a heartbeat
+// passed since it was last down or cut. A link that is neither up nor cut
+// is sent a heartbeat at once instead of at the next tick, so a link
+// restored by a drill is seen up after about one round trip. It returns an
+// error when ctx ends first, or the mesh closes.
+func (m *Mesh) WaitLinkUp(ctx context.Context, peer string) error {
+	asked := false
+	for {
+		m.mu.Lock()
+		l, ok := m.links[peer]
+		var state roamingv1.LinkState
+		if ok {
+			state = l.state
+			if state == roamingv1.LinkState_LINK_STATE_DOWN && !asked {
+				l.beatSoonLocked()
+				asked = true
+			}
+		}
+		recorded := m.recorded
+		m.mu.Unlock()
+		switch {
+		case !ok:
+			return fmt.Errorf("mesh: %q is not a peer of %s", peer, m.cfg.Self)
+		case state == roamingv1.LinkState_LINK_STATE_UP:
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("mesh: link %s-%s still %s (waited: %w)", m.cfg.Self, peer, stateName(state), ctx.Err())
+		case <-m.stop:
+			return fmt.Errorf("mesh: link %s-%s still %s (mesh closed)", m.cfg.Self, peer, stateName(state))
+		case <-recorded:
+		}
+	}
+}
+
+// notifyLocked wakes WaitRoute's and WaitLinkUp's waiters to look at the
+// links again.
 func (m *Mesh) notifyLocked() {
 	close(m.recorded)
 	m.recorded = make(chan struct{})
@@ -485,9 +538,11 @@ func (m *Mesh) setCut(peer string, cut bool, reason string) error {
 	if cut {
 		l.state = roamingv1.LinkState_LINK_STATE_CUT
 	} else if l.state == roamingv1.LinkState_LINK_STATE_CUT {
-		// Up again only when a heartbeat passes.
+		// Up again only when a heartbeat passes: one now, not at the next
+		// tick, so that the restore is seen within a round trip.
 		l.state = roamingv1.LinkState_LINK_STATE_DOWN
 		l.misses = m.cfg.MissThreshold
+		l.beatSoonLocked()
 	}
 	changed := old != l.state
 	if changed {
