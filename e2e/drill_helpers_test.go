@@ -29,6 +29,7 @@ import (
 	roamingv1 "github.com/roamfed/roamfed/api/roaming/v1"
 	"github.com/roamfed/roamfed/internal/checker"
 	"github.com/roamfed/roamfed/internal/clientkit"
+	"github.com/roamfed/roamfed/internal/testnet"
 )
 
 // The drills (drills_test.go) share what is here: a three-region federation
@@ -79,7 +80,7 @@ type drillAddrs struct{ roaming, client, admin, metrics string }
 // allocDrillAddrs picks addresses for every drill region with freeAddrs.
 func allocDrillAddrs(t *testing.T) map[string]drillAddrs {
 	t.Helper()
-	free := freeAddrs(t, 4*len(drillRegions))
+	free := testnet.FreeAddrs(t, 4*len(drillRegions))
 	out := make(map[string]drillAddrs)
 	for i, n := range drillRegions {
 		out[n] = drillAddrs{roaming: free[4*i], client: free[4*i+1], admin: free[4*i+2], metrics: free[4*i+3]}

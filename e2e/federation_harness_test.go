@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"github.com/roamfed/roamfed/internal/certs"
+	"github.com/roamfed/roamfed/internal/testnet"
 	"github.com/roamfed/roamfed/regions"
 
 	"fmt"
@@ -43,7 +44,7 @@ func (f *Federation) Region(t *testing.T, name string) *Region {
 func startFederation(t *testing.T, names ...string) *Federation {
 	t.Helper()
 	needBinaries(t)
-	addrs := freeAddrs(t, 2*len(names))
+	addrs := testnet.FreeAddrs(t, 2*len(names))
 	var b strings.Builder
 	fmt.Fprintf(&b, "# Written by %s.\nfederation: e2e\nregions:\n", t.Name())
 	for i, n := range names {

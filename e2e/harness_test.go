@@ -8,7 +8,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -169,25 +168,6 @@ func hasFlag(args []string, name string) bool {
 		}
 	}
 	return false
-}
-
-// freeAddrs returns n distinct loopback addresses that were free a moment
-// ago, for files that must name addresses before the regions start (a
-// federation file). Another process may take one in between; prefer port 0
-// and the address a region reports wherever that will do.
-func freeAddrs(t *testing.T, n int) []string {
-	t.Helper()
-	var addrs []string
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("finding a free port: %v", err)
-		}
-		// Held open until all are found, so that none comes twice.
-		defer l.Close()
-		addrs = append(addrs, l.Addr().String())
-	}
-	return addrs
 }
 
 // Addr is the region's client address (of its last run, when stopped).

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/roamfed/roamfed/internal/testnet"
 )
 
 // TestOneRegionChat is the basic user story on one region: two users
@@ -110,7 +112,7 @@ func TestRegiondFlags(t *testing.T) {
 
 	t.Run("client address given", func(t *testing.T) {
 		t.Parallel()
-		addr := freeAddrs(t, 1)[0]
+		addr := testnet.FreeAddrs(t, 1)[0]
 		r := startRegion(t, "fixed", "--client-addr", addr)
 		if r.Addr() != addr {
 			t.Errorf("region serves clients on %s, want %s as --client-addr said", r.Addr(), addr)

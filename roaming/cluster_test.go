@@ -11,6 +11,7 @@ import (
 	roamingv1 "github.com/roamfed/roamfed/api/roaming/v1"
 	"github.com/roamfed/roamfed/internal/password"
 	"github.com/roamfed/roamfed/internal/stack"
+	"github.com/roamfed/roamfed/internal/testnet"
 	"github.com/roamfed/roamfed/regions"
 )
 
@@ -30,7 +31,7 @@ type cluster struct {
 // region's configuration before it first starts.
 func newCluster(t *testing.T, tune func(*stack.Config), names ...string) *cluster {
 	t.Helper()
-	addrs := freeAddrs(t, 2*len(names))
+	addrs := testnet.FreeAddrs(t, 2*len(names))
 	var b strings.Builder
 	b.WriteString("federation: test\nregions:\n")
 	for i, n := range names {

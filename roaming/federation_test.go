@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"net"
 	"strings"
 	"syscall"
 	"testing"
@@ -22,26 +21,11 @@ import (
 	"github.com/roamfed/roamfed/internal/certs"
 	"github.com/roamfed/roamfed/internal/password"
 	"github.com/roamfed/roamfed/internal/stack"
+	"github.com/roamfed/roamfed/internal/testnet"
 	"github.com/roamfed/roamfed/regions"
 	"github.com/roamfed/roamfed/roaming/mesh"
 	"github.com/roamfed/roamfed/servicecenter/resourcepool"
 )
-
-// freeAddrs reserves n loopback addresses for a federation file.
-func freeAddrs(t testing.TB, n int) []string {
-	t.Helper()
-	var out []string
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		// Held open until all are found, so that none comes twice.
-		defer l.Close()
-		out = append(out, l.Addr().String())
-	}
-	return out
-}
 
 // startFederation starts one in-process region per name, federated.
 func startFederation(t *testing.T, names ...string) map[string]*stack.Stack {
@@ -92,7 +76,7 @@ func startFedTweaked(t testing.TB, withTLS bool, names []string, tweak func(regi
 }
 
 func tryStartFed(t testing.TB, withTLS bool, names []string, tweak func(string, *stack.Config)) (map[string]*stack.Stack, *certs.Set, error) {
-	addrs := freeAddrs(t, 2*len(names))
+	addrs := testnet.FreeAddrs(t, 2*len(names))
 	var b strings.Builder
 	b.WriteString("federation: test\nregions:\n")
 	for i, n := range names {

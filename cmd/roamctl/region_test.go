@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -16,6 +15,7 @@ import (
 	roamingv1 "github.com/roamfed/roamfed/api/roaming/v1"
 	"github.com/roamfed/roamfed/internal/password"
 	"github.com/roamfed/roamfed/internal/stack"
+	"github.com/roamfed/roamfed/internal/testnet"
 	"github.com/roamfed/roamfed/regions"
 )
 
@@ -27,22 +27,6 @@ type testFed struct {
 	file   string
 	stacks map[string]*stack.Stack
 	addrs  map[string][3]string // roaming, client, admin
-}
-
-// freeAddrs picks n distinct free loopback addresses: all are held open
-// until every one is picked, so none is handed out twice.
-func freeAddrs(t *testing.T, n int) []string {
-	t.Helper()
-	var out []string
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close()
-		out = append(out, l.Addr().String())
-	}
-	return out
 }
 
 // writeFed writes a federation file with the given addresses.
@@ -65,7 +49,7 @@ func writeFed(t *testing.T, names []string, addrs map[string][3]string) string {
 // and waits until every link is up.
 func startFed(t *testing.T, names ...string) *testFed {
 	t.Helper()
-	all := freeAddrs(t, 3*len(names))
+	all := testnet.FreeAddrs(t, 3*len(names))
 	f := &testFed{stacks: make(map[string]*stack.Stack), addrs: make(map[string][3]string)}
 	for i, n := range names {
 		f.addrs[n] = [3]string{all[3*i], all[3*i+1], all[3*i+2]}
@@ -190,7 +174,7 @@ func TestStatusAndMesh(t *testing.T) {
 	for n, a := range f.addrs {
 		addrs[n] = a
 	}
-	dead := freeAddrs(t, 1)[0]
+	dead := testnet.FreeAddrs(t, 1)[0]
 	us := addrs["us"]
 	us[2] = dead
 	addrs["us"] = us
@@ -246,7 +230,7 @@ func TestDrillCutRestoreList(t *testing.T) {
 		addrs[n] = a
 	}
 	ap := addrs["ap"]
-	ap[2] = freeAddrs(t, 1)[0]
+	ap[2] = testnet.FreeAddrs(t, 1)[0]
 	addrs["ap"] = ap
 	file := writeFed(t, []string{"ap", "eu", "us"}, addrs)
 	code, out, errOut = runCLI(t, "--federation", file, "--token", testToken, "--timeout", "2s", "drill", "cut", "ap", "us")

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/roamfed/roamfed/internal/ops"
+	"github.com/roamfed/roamfed/internal/testnet"
 )
 
 // TestPeerRefusalsAndIntegrity: what a region refused of each peer (over
@@ -24,7 +25,7 @@ func TestPeerRefusalsAndIntegrity(t *testing.T) {
 			{Peer: "us", State: ops.LinkUp},
 		}}
 	})
-	addr := freeAddrs(t, 1)[0]
+	addr := testnet.FreeAddrs(t, 1)[0]
 	srv, err := ops.Start(ops.Config{Addr: addr, Region: "ap", Metrics: m, Token: token, Ready: func() error { return nil }})
 	if err != nil {
 		t.Fatal(err)

@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -20,6 +19,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/roamfed/roamfed/internal/ops"
+	"github.com/roamfed/roamfed/internal/testnet"
 )
 
 const token = "test-admin-token"
@@ -43,21 +43,6 @@ func (f *fakeRegion) calls() []drillCall {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return append([]drillCall(nil), f.drills...)
-}
-
-// freeAddrs returns n loopback addresses that were free a moment ago.
-func freeAddrs(t *testing.T, n int) []string {
-	t.Helper()
-	var out []string
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, l.Addr().String())
-		l.Close()
-	}
-	return out
 }
 
 // startFake starts an ops listener for region name of a federation of
@@ -129,7 +114,7 @@ func get(t *testing.T, url string) (int, string) {
 }
 
 func TestEndpoints(t *testing.T) {
-	addrs := freeAddrs(t, 1)
+	addrs := testnet.FreeAddrs(t, 1)
 	f := startFake(t, "ap", nil, map[string]string{"ap": addrs[0]})
 	base := "http://" + f.srv.Addr()
 
@@ -179,7 +164,7 @@ func TestEndpoints(t *testing.T) {
 }
 
 func TestEvents(t *testing.T) {
-	addrs := freeAddrs(t, 1)
+	addrs := testnet.FreeAddrs(t, 1)
 	f := startFake(t, "ap", nil, map[string]string{"ap": addrs[0]})
 	resp, err := http.Get("http://" + f.srv.Addr() + "/events")
 	if err != nil {
@@ -243,7 +228,7 @@ func TestShutdownEndsEvents(t *testing.T) {
 
 func TestFederationView(t *testing.T) {
 	regions := []string{"ap", "eu", "us"}
-	a := freeAddrs(t, 3)
+	a := testnet.FreeAddrs(t, 3)
 	addrs := map[string]string{"ap": a[0], "eu": a[1], "us": a[2]}
 	ap := startFake(t, "ap", regions, addrs)
 	startFake(t, "eu", regions, addrs)
@@ -301,7 +286,7 @@ func postDrill(t *testing.T, addr, auth, body string) (int, string) {
 
 func TestDrill(t *testing.T) {
 	regions := []string{"ap", "eu", "us"}
-	a := freeAddrs(t, 3)
+	a := testnet.FreeAddrs(t, 3)
 	addrs := map[string]string{"ap": a[0], "eu": a[1], "us": a[2]}
 	ap := startFake(t, "ap", regions, addrs)
 	eu := startFake(t, "eu", regions, addrs)
