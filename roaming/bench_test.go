@@ -88,7 +88,7 @@ func BenchmarkRelayThroughput(b *testing.B) {
 		}
 		relayed := rate(fmt.Sprint("r", i, "-"))
 		ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
-		if err := fed["eu"].Roaming().RestoreLink(ctx, "us", "benchmark"); err != nil {
+		if _, err := fed["eu"].Roaming().RestoreLink(ctx, "us", "benchmark"); err != nil {
 			b.Fatal(err)
 		}
 		cancel()
@@ -132,7 +132,7 @@ func BenchmarkDrainBacklog(b *testing.B) {
 		start := time.Now()
 		ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
 		for _, p := range []string{"ap", "eu"} {
-			if err := fed["us"].Roaming().RestoreLink(ctx, p, "benchmark"); err != nil {
+			if _, err := fed["us"].Roaming().RestoreLink(ctx, p, "benchmark"); err != nil {
 				b.Fatal(err)
 			}
 		}

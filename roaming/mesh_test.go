@@ -125,7 +125,7 @@ func TestCutLinkReroutesThroughThirdRegion(t *testing.T) {
 			_ = stream.Send(&clientv1.SessionRequest{Kind: &clientv1.SessionRequest_Ack{Ack: &clientv1.Ack{DeliveryIds: []uint64{d.GetDeliveryId()}}}})
 		}
 	}
-	if err := fed["eu"].Roaming().RestoreLink(ctx, "us", "test"); err != nil {
+	if _, err := fed["eu"].Roaming().RestoreLink(ctx, "us", "test"); err != nil {
 		t.Fatal(err)
 	}
 	waitLink(t, fed["eu"], "us", roamingv1.LinkState_LINK_STATE_UP, 3*time.Second)
@@ -195,7 +195,7 @@ func TestIsolatedRegionAcceptsThenCommits(t *testing.T) {
 		t.Fatalf("outbox for eu holds %d entries, want 1", items)
 	}
 	for _, peer := range []string{"ap", "eu"} {
-		if err := fed["us"].Roaming().RestoreLink(ctx, peer, "test"); err != nil {
+		if _, err := fed["us"].Roaming().RestoreLink(ctx, peer, "test"); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -246,7 +246,7 @@ func TestResyncRightAfterRestore(t *testing.T) {
 		if took := time.Since(start); took > 5*time.Second {
 			t.Fatalf("round %d: resync during the cut took %v", round, took)
 		}
-		if err := fed["ap"].Roaming().RestoreLink(ctx, "eu", "test"); err != nil {
+		if _, err := fed["ap"].Roaming().RestoreLink(ctx, "eu", "test"); err != nil {
 			t.Fatal(err)
 		}
 		for _, region := range []string{"eu", "ap"} {

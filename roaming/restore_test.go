@@ -10,7 +10,7 @@ import (
 )
 
 // TestRestoreLinkSeenUp runs drills between two regions whose heartbeat
-// interval is far longer than the test, and checks that when RestoreLinkUp
+// interval is far longer than the test, and checks that when RestoreLink
 // returns, this region's status already shows the link up and direct: the
 // restore sent its heartbeat at once and waited for it, where an operator
 // would otherwise read the link down until the next tick.
@@ -27,15 +27,15 @@ func TestRestoreLinkSeenUp(t *testing.T) {
 			t.Fatal(err)
 		}
 		start := time.Now()
-		up, err := fed["ap"].Roaming().RestoreLinkUp(ctx, "eu", "test")
+		up, err := fed["ap"].Roaming().RestoreLink(ctx, "eu", "test")
 		took := time.Since(start)
 		if err != nil {
 			t.Fatalf("round %d: %v", round, err)
 		}
 		l := fed["ap"].Roaming().Mesh().Status()[0]
-		t.Logf("round %d: RestoreLinkUp returned up=%v after %s; ap's link to eu %v, via %q", round, up, took, l.State, l.Via)
+		t.Logf("round %d: RestoreLink returned up=%v after %s; ap's link to eu %v, via %q", round, up, took, l.State, l.Via)
 		if !up || l.State != roamingv1.LinkState_LINK_STATE_UP || l.Via != "" || l.NoRoute {
-			t.Errorf("round %d: RestoreLinkUp returned up=%v; ap's link to eu then: %+v", round, up, l)
+			t.Errorf("round %d: RestoreLink returned up=%v; ap's link to eu then: %+v", round, up, l)
 		}
 	}
 }

@@ -393,18 +393,11 @@ func (s *System) CutLink(ctx context.Context, peer, reason string) error {
 	return s.mesh.Cut(peer, reason)
 }
 
-// restoreWait bounds how long RestoreLinkUp waits for the link to be seen
+// restoreWait bounds how long RestoreLink waits for the link to be seen
 // up once both sides are restored: a healthy link takes a round trip.
 const restoreWait = 5 * time.Second
 
-// RestoreLink is RestoreLinkUp for callers that need not know whether the
-// link was seen up before it returned.
-func (s *System) RestoreLink(ctx context.Context, peer, reason string) error {
-	_, err := s.RestoreLinkUp(ctx, peer, reason)
-	return err
-}
-
-// RestoreLinkUp ends a drill: this region restores its side, then tells
+// RestoreLink ends a drill: this region restores its side, then tells
 // the peer over the link, now open in this direction, to restore its own.
 // Then it waits until this region's heartbeat sees the link up, so that a
 // status read next shows it up: within restoreWait, and early enough
@@ -412,7 +405,7 @@ func (s *System) RestoreLink(ctx context.Context, peer, reason string) error {
 // whether it did. A link not up yet is no error: the drill is over at both
 // ends and the link comes up when a heartbeat passes; restoring again
 // would change nothing.
-func (s *System) RestoreLinkUp(ctx context.Context, peer, reason string) (bool, error) {
+func (s *System) RestoreLink(ctx context.Context, peer, reason string) (bool, error) {
 	if err := s.mesh.Restore(peer, reason); err != nil {
 		return false, err
 	}

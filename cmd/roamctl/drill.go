@@ -104,6 +104,9 @@ func (a *app) drillAt(ctx context.Context, at, action, x, y, reason string) (*ad
 		if err != nil {
 			return nil, regionErr{at, err}
 		}
+		if !resp.GetLinkUp() {
+			fmt.Fprintf(a.stderr, "roamctl: the cut of %s-%s is lifted at both ends, but %s has not seen the link up yet; `roamctl status --region %s` shows when it is\n", x, y, at, at)
+		}
 		return resp.GetDrill(), nil
 	}
 }

@@ -17,6 +17,7 @@ import (
 	clientv1 "github.com/roamfed/roamfed/api/client/v1"
 	"github.com/roamfed/roamfed/internal/password"
 	"github.com/roamfed/roamfed/internal/stack"
+	"github.com/roamfed/roamfed/internal/testnet"
 	"github.com/roamfed/roamfed/regions"
 )
 
@@ -24,7 +25,7 @@ import (
 // ops listener at the federation file's metrics_addr, as regiond would.
 func startFederation(t *testing.T, names ...string) map[string]*stack.Stack {
 	t.Helper()
-	addrs := freeAddrs(t, 3*len(names))
+	addrs := testnet.FreeAddrs(t, 3*len(names))
 	var b strings.Builder
 	b.WriteString("federation: ops-test\nregions:\n")
 	for i, n := range names {
@@ -181,7 +182,7 @@ func TestFederationMetrics(t *testing.T) {
 	waitMetric(t, ap, `roamfed_link_state{peer="eu",region="ap"}`, equal(3))
 	waitMetric(t, eu, `roamfed_link_state{peer="ap",region="eu"}`, equal(3))
 	waitMetric(t, ap, `roamfed_link_no_route{peer="eu",region="ap"}`, equal(1))
-	if err := ap.Roaming().RestoreLink(ctx, "eu", "test"); err != nil {
+	if _, err := ap.Roaming().RestoreLink(ctx, "eu", "test"); err != nil {
 		t.Fatal(err)
 	}
 	waitMetric(t, ap, `roamfed_link_state{peer="eu",region="ap"}`, equal(1))

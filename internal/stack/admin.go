@@ -164,7 +164,7 @@ func (a *adminServer) RestoreLink(ctx context.Context, req *adminv1.RestoreLinkR
 	if err != nil {
 		return nil, err
 	}
-	up, err := a.st.roam.RestoreLinkUp(ctx, peer, req.GetReason())
+	up, err := a.st.roam.RestoreLink(ctx, peer, req.GetReason())
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "%v", err)
 	}
@@ -176,7 +176,7 @@ func (a *adminServer) RestoreLink(ctx context.Context, req *adminv1.RestoreLinkR
 		// operator restore again, which changes nothing.
 		a.st.log.Warn("drill: link restored, but not seen up yet", slog.String("peer", peer), slog.String("reason", req.GetReason()))
 	}
-	return &adminv1.RestoreLinkResponse{Drill: a.drill(req.GetA(), req.GetB(), "restore", req.GetReason())}, nil
+	return &adminv1.RestoreLinkResponse{Drill: a.drill(req.GetA(), req.GetB(), "restore", req.GetReason()), LinkUp: up}, nil
 }
 
 func (a *adminServer) drill(x, y, action, reason string) *adminv1.Drill {

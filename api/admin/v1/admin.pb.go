@@ -545,8 +545,13 @@ func (x *RestoreLinkRequest) GetReason() string {
 }
 
 type RestoreLinkResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Drill         *Drill                 `protobuf:"bytes,1,opt,name=drill,proto3" json:"drill,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Drill *Drill                 `protobuf:"bytes,1,opt,name=drill,proto3" json:"drill,omitempty"`
+	// The region saw the link up again (a heartbeat passed) before it
+	// answered. False when it did not within its wait: the cut is lifted at
+	// both ends all the same, and the link comes up with the next heartbeat
+	// that passes; restoring again changes nothing.
+	LinkUp        bool `protobuf:"varint,2,opt,name=link_up,json=linkUp,proto3" json:"link_up,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -586,6 +591,13 @@ func (x *RestoreLinkResponse) GetDrill() *Drill {
 		return x.Drill
 	}
 	return nil
+}
+
+func (x *RestoreLinkResponse) GetLinkUp() bool {
+	if x != nil {
+		return x.LinkUp
+	}
+	return false
 }
 
 // Drill is one cut or restore.
@@ -886,9 +898,10 @@ const file_admin_v1_admin_proto_rawDesc = "" +
 	"\x12RestoreLinkRequest\x12\f\n" +
 	"\x01a\x18\x01 \x01(\tR\x01a\x12\f\n" +
 	"\x01b\x18\x02 \x01(\tR\x01b\x12\x16\n" +
-	"\x06reason\x18\x03 \x01(\tR\x06reason\"<\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"U\n" +
 	"\x13RestoreLinkResponse\x12%\n" +
-	"\x05drill\x18\x01 \x01(\v2\x0f.admin.v1.DrillR\x05drill\"\xa2\x01\n" +
+	"\x05drill\x18\x01 \x01(\v2\x0f.admin.v1.DrillR\x05drill\x12\x17\n" +
+	"\alink_up\x18\x02 \x01(\bR\x06linkUp\"\xa2\x01\n" +
 	"\x05Drill\x12\f\n" +
 	"\x01a\x18\x01 \x01(\tR\x01a\x12\f\n" +
 	"\x01b\x18\x02 \x01(\tR\x01b\x12\x16\n" +
