@@ -27,8 +27,7 @@
 // Changed is called after each such change so that callers can cut their
 // reconnect backoff.
 // WaitRoute waits for a route to a peer, for a caller that would rather
-// wait a moment than fail (a link restored just now is routable only once
-// its next heartbeat passes).
+// wait a moment than fail; WaitLinkUp waits for the direct link itself.
 //
 // # Integrity
 //
@@ -47,7 +46,9 @@
 // its direct connections to the peer stall in both directions without
 // closing (heartbeats included), and new ones hang. A drill is applied at
 // both ends (each stalls the connections it dialed), so all traffic on the
-// link stops. Restore undoes it.
+// link stops. Restore undoes it and sends a heartbeat at once rather than
+// at the next tick, so a restored link is seen up, and routable, about one
+// round trip later.
 //
 // # Lifecycle
 //
