@@ -13,9 +13,11 @@
 // found again at the next start (datacenter.Store.RecentCommits, the
 // commits within 10 s of the newest) and routed again. Receivers drop what
 // they already had. The Outbox, the
-// other way, is durable: a message accepted for a remote home is synced
-// before the sender is answered and leaves the outbox only when the home
-// has answered for it.
+// other way, is durable: a message for a remote home goes to the home
+// without waiting for this region's sync, and the sender is answered only
+// once the home has committed it (synced there) or, when the home is slow
+// to answer, once the outbox is synced and the message "accepted"; it
+// leaves the outbox only when the home has answered for it.
 //
 // The Router decides where committed messages go (DESIGN.md flow 5): it
 // splits a group's members by the region each is connected to now (their
