@@ -70,7 +70,10 @@ type FollowerConfig struct {
 	PingEvery time.Duration
 	// RetryMin and RetryMax bound the backoff between streams; default
 	// 100ms and 5s. The backoff starts over at RetryMin after a stream
-	// that reached Ready.
+	// that reached Ready. A refusal whose errdetails.RetryInfo asks for a
+	// longer wait gets at least that wait, even past RetryMax, but counts
+	// as a minute at most (maxRetryDelay); up to a quarter more is added
+	// at random.
 	RetryMin, RetryMax time.Duration
 
 	// OnReady is called for each stream's Ready.
@@ -174,7 +177,7 @@ func (f *Follower) Run(ctx context.Context) error {
 			// of a run of failures, so the wait starts over.
 			b.reset()
 		}
-		t := time.NewTimer(b.next())
+		t := time.NewTimer(b.after(err))
 		select {
 		case <-ctx.Done():
 			t.Stop()
@@ -205,6 +208,30 @@ func (b *backoff) next() time.Duration {
 }
 
 func (b *backoff) reset() { b.wait = 0 }
+
+// maxRetryDelay caps the wait a refusal's RetryInfo can ask for. A region
+// asks for the time until its budget has room, seconds as a rule; a bogus
+// value (hours, days) must not park a client that its own backoff would
+// bring back within RetryMax.
+const maxRetryDelay = time.Minute
+
+// after returns the wait before the next attempt once err ended the last
+// one: the backoff's next wait, or longer when err is a refusal (a
+// RESOURCE_EXHAUSTED quota refusal, say) whose errdetails.RetryInfo asks
+// for longer. Then the wait is the delay asked for, capped at
+// maxRetryDelay, plus up to a quarter more at random: never sooner than
+// asked, and the clients one refusal turned away at the same moment do
+// not all come back at the same moment. The backoff advances either way,
+// so a run of refusals still doubles its own wait.
+func (b *backoff) after(err error) time.Duration {
+	wait := b.next()
+	d, ok := RetryDelay(err)
+	if !ok || d <= 0 {
+		return wait
+	}
+	d = min(d, maxRetryDelay)
+	return max(wait, d+time.Duration(rand.Int64N(int64(d/4)+1)))
+}
 
 // runStream runs one Session stream to its end, and says whether the
 // stream got as far as the region's Ready.

@@ -18,18 +18,29 @@ import (
 // deliveries, so that a burst makes the region send catch-ups.
 func startRegion(t *testing.T) *stack.Stack {
 	t.Helper()
+	return startRegionWith(t, nil)
+}
+
+// startRegionWith starts the region startRegion does, its configuration
+// changed by tune first when tune is not nil.
+func startRegionWith(t *testing.T, tune func(*stack.Config)) *stack.Stack {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	addr := l.Addr().String()
 	l.Close()
-	st, err := stack.Start(stack.Config{
+	cfg := stack.Config{
 		Region: "ap", DataDir: t.TempDir(), ClientAddr: addr,
 		Password:   password.Params{Memory: 64, Time: 1, Threads: 1},
 		Limits:     resourcepool.Limits{MaxQueuedPerSession: 4, SendBurst: 1000, SendRate: 1000},
 		AckTimeout: 200 * time.Millisecond,
-	})
+	}
+	if tune != nil {
+		tune(&cfg)
+	}
+	st, err := stack.Start(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
