@@ -112,9 +112,9 @@ func (s retryInfoStream) RecvMsg(m any) error {
 // asks for between attempts (its own backoff would retry after 20ms,
 // 40ms, ...), and gets in once the slot is free.
 //
-// The region's sessions refusal carries no RetryInfo today (only rate
-// refusals do), so the follower's link adds one to each refusal the region
-// sends, as a region that knew when a slot frees would.
+// The region's sessions refusal asks for resourcepool.SessionRetryAfter
+// (1s); the follower's link replaces that with a shorter delay, to keep
+// the test short.
 func TestFollowerHonoursRetryInfo(t *testing.T) {
 	const (
 		delay    = 300 * time.Millisecond

@@ -12,7 +12,7 @@
 // Work over budget is refused, never dropped silently: every refusal is a
 // [*QuotaError], counted by [Reason] in [Pool.Usage]. A QuotaError carries
 // its own gRPC status (codes.ResourceExhausted with an errdetails.QuotaFailure,
-// plus an errdetails.RetryInfo for send rate), so an RPC handler may return
+// plus an errdetails.RetryInfo for send rate and sessions), so an RPC handler may return
 // it as is and the client learns which limit it hit and its value.
 //
 // # Subjects

@@ -256,6 +256,11 @@ func (p *Pool) refuse(r Reason, subject, description string, retryAfter time.Dur
 	return &QuotaError{Reason: r, Subject: subjectOr(subject), Description: description, RetryAfter: retryAfter}
 }
 
+// SessionRetryAfter is the wait a refused Session stream is asked for
+// (RetryInfo): when a slot frees cannot be known, and a full region must
+// not be asked again at once by every client it refused.
+const SessionRetryAfter = time.Second
+
 // AcquireSession takes one of the region's MaxSessions session slots.
 // The caller must call release when the session ends; release is never nil
 // (a no-op after a refusal) and may be called more than once.
@@ -265,7 +270,7 @@ func (p *Pool) AcquireSession(subject string) (release func(), err error) {
 		n := p.sessions.Load()
 		if n >= limit {
 			return func() {}, p.refuse(ReasonSessions, subject,
-				fmt.Sprintf("the region has %d open sessions; the limit is %d", n, limit), 0)
+				fmt.Sprintf("the region has %d open sessions; the limit is %d", n, limit), SessionRetryAfter)
 		}
 		if p.sessions.CompareAndSwap(n, n+1) {
 			break

@@ -464,7 +464,7 @@ func TestQuotaErrorStatus(t *testing.T) {
 		desc      string
 		wantRetry time.Duration
 	}{
-		{"sessions", sessionsErr, ReasonSessions, "user:b", "the region has 1 open sessions; the limit is 1", 0},
+		{"sessions", sessionsErr, ReasonSessions, "user:b", "the region has 1 open sessions; the limit is 1", SessionRetryAfter},
 		{"message size", p.CheckMessageSize("user:a", 11), ReasonMessageSize, "user:a", "message body is 11 bytes; the limit is 10", 0},
 		{"send rate", p.AllowSend("a"), ReasonSendRate, "user:a", "", 500 * time.Millisecond},
 		{"session queue", p.RefuseQueue("region"), ReasonSessionQueue, "region", "", 0},
