@@ -2,6 +2,7 @@ package roaming_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"strings"
@@ -289,6 +290,33 @@ func TestRoamingBadInput(t *testing.T) {
 		_, err = data.StoreGroup(ctx, &roamingv1.StoreGroupRequest{GroupId: gid, UserId: carol.id,
 			Change: &roamingv1.StoreGroupRequest_Join{Join: &recordv1.Member{UserId: alice.id, Name: "x", HomeRegion: "ap"}}})
 		wantCode(t, "StoreGroup join for another user", err, codes.InvalidArgument)
+		unchanged(t)
+	})
+
+	t.Run("claim username", func(t *testing.T) {
+		claim := func(region, name string) error {
+			_, err := data.ClaimUsername(asRegion(t, region), &roamingv1.ClaimUsernameRequest{Username: name})
+			return err
+		}
+		for _, name := range []string{"", "has space", strings.Repeat("x", 65), "tab\there"} {
+			wantCode(t, fmt.Sprintf("ClaimUsername(%q)", name), claim("ap", name), codes.InvalidArgument)
+		}
+		// Taken here, and taken at ap as eu knows from the directory.
+		wantCode(t, "ClaimUsername(bob)", claim("us", "bob"), codes.AlreadyExists)
+		wantCode(t, "ClaimUsername(alice)", claim("us", "alice"), codes.AlreadyExists)
+		// One region at a time; the same region again is fine.
+		wantCode(t, "ap claims dave", claim("ap", "dave"), codes.OK)
+		wantCode(t, "us claims dave after ap", claim("us", "dave"), codes.Aborted)
+		wantCode(t, "ap claims dave again", claim("ap", "dave"), codes.OK)
+		// Of two regions claiming at once, the one whose name sorts first
+		// takes the claim over.
+		wantCode(t, "us claims erin", claim("us", "erin"), codes.OK)
+		wantCode(t, "ap takes erin over", claim("ap", "erin"), codes.OK)
+		wantCode(t, "us claims erin again", claim("us", "erin"), codes.Aborted)
+		// Nothing is registered by a claim.
+		if _, err := eu.Store().Locate(roamingv1.DirectoryKind_DIRECTORY_KIND_USERNAME, "dave"); !errors.Is(err, datacenter.ErrNotInDirectory) {
+			t.Errorf("dave after claims: %v; want not in the directory", err)
+		}
 		unchanged(t)
 	})
 

@@ -371,6 +371,11 @@ func (s *System) UpdateLocation(_ context.Context, home string, req *roamingv1.U
 	return o.UpdateLocation(req)
 }
 
+// ClaimUsername implements businesscenter.Roaming.
+func (s *System) ClaimUsername(ctx context.Context, username string) error {
+	return s.data.ClaimUsername(ctx, username)
+}
+
 // ListUserGroups implements businesscenter.Roaming.
 func (s *System) ListUserGroups(ctx context.Context, userID string) ([]*roamingv1.UserGroup, error) {
 	return s.data.ListUserGroups(ctx, userID)

@@ -30,6 +30,9 @@ var table = []struct {
 	{businesscenter.ErrBadCredentials, codes.Unauthenticated},
 	{businesscenter.ErrNotMember, codes.PermissionDenied},
 	{businesscenter.ErrVersionMismatch, codes.FailedPrecondition},
+	// Two regions registered one username at the same moment; the one
+	// that lost may try again in a few seconds.
+	{businesscenter.ErrUsernameClaimed, codes.Aborted},
 	// The caller asked a region for a user or group that region holds
 	// but does not home: its directory is wrong, and asking again will
 	// not help. UNAVAILABLE would have peers (and their outboxes) retry

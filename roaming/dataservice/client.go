@@ -16,6 +16,7 @@ import (
 	recordv1 "github.com/roamfed/roamfed/api/record/v1"
 	roamingv1 "github.com/roamfed/roamfed/api/roaming/v1"
 	"github.com/roamfed/roamfed/roaming/resourcepool"
+	"github.com/roamfed/roamfed/servicecenter/businesscenter"
 	"github.com/roamfed/roamfed/servicecenter/datacenter"
 )
 
@@ -193,6 +194,50 @@ func (c *Client) UpdateLocation(ctx context.Context, home string, req *roamingv1
 	defer cancel()
 	_, err = stub.UpdateLocation(ctx, req)
 	return err
+}
+
+// ClaimUsername asks every peer at once to let this region register a
+// username. A peer that knows a user by that name makes it fail with
+// datacenter.ErrUserExists; one that let another region claim the name,
+// with businesscenter.ErrUsernameClaimed. A peer that does not answer is
+// logged and passed over, as Locate passes over it: a region cut off from
+// another still registers users, at the risk that the name turns out to
+// be taken there.
+func (c *Client) ClaimUsername(ctx context.Context, username string) error {
+	ctx, cancel := c.callCtx(ctx)
+	defer cancel()
+	peers := c.peers.Names()
+	errs := make([]error, len(peers))
+	var wg sync.WaitGroup
+	for i, peer := range peers {
+		wg.Go(func() {
+			stub, err := c.stub(peer)
+			if err == nil {
+				_, err = stub.ClaimUsername(ctx, &roamingv1.ClaimUsernameRequest{Username: username})
+			}
+			switch status.Code(err) {
+			case codes.OK:
+			case codes.AlreadyExists:
+				errs[i] = fmt.Errorf("username %q: %w (in %s)", username, datacenter.ErrUserExists, peer)
+			case codes.Aborted:
+				errs[i] = fmt.Errorf("username %q: %w (%s)", username, businesscenter.ErrUsernameClaimed, peer)
+			default:
+				c.log.Warn("claim username: peer did not answer; registering without it", slog.String("peer", peer), slog.Any("err", err))
+			}
+		})
+	}
+	wg.Wait()
+	// A name taken somewhere outranks a claim in progress elsewhere.
+	var claimed error
+	for _, err := range errs {
+		if errors.Is(err, datacenter.ErrUserExists) {
+			return err
+		}
+		if claimed == nil {
+			claimed = err
+		}
+	}
+	return claimed
 }
 
 // ListUserGroups asks every peer for the user's groups homed there. A peer

@@ -23,4 +23,14 @@
 // A record that fails is dropped, the rest of the batch is applied, and
 // the refusal is counted per peer (Client.Refused) and logged; what this
 // region held stays as it was.
+//
+// Usernames are unique across the federation although each region
+// registers its own users: before storing a user, a region claims the name
+// at every peer (Client.ClaimUsername, Server.ClaimUsername; the rules are
+// in servicecenter/businesscenter's claims). Of regions registering one
+// name at the same moment, at most one stores it; the others answer their
+// client ABORTED, and a retry a few seconds later finds the name taken or
+// free. A peer that does not answer is passed over, so a region cut off
+// from another still registers users, at the risk that the name turns out
+// to be taken there (logged).
 package dataservice

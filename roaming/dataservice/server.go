@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	roamingv1 "github.com/roamfed/roamfed/api/roaming/v1"
+	"github.com/roamfed/roamfed/internal/validate"
 	"github.com/roamfed/roamfed/roaming/resourcepool"
 	"github.com/roamfed/roamfed/servicecenter/businesscenter"
 	"github.com/roamfed/roamfed/servicecenter/datacenter"
@@ -189,4 +190,20 @@ func (s *Server) AuthorizeUser(_ context.Context, req *roamingv1.AuthorizeUserRe
 		return nil, err
 	}
 	return &roamingv1.AuthorizeUserResponse{Allowed: ok, Until: timestamppb.New(until)}, nil
+}
+
+// ClaimUsername lets the calling region register a username, unless this
+// region knows a user by that name or has let another region claim it.
+func (s *Server) ClaimUsername(ctx context.Context, req *roamingv1.ClaimUsernameRequest) (*roamingv1.ClaimUsernameResponse, error) {
+	caller, err := resourcepool.RegionFromContext(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := validate.Username("username", req.GetUsername()); err != nil {
+		return nil, err
+	}
+	if err := s.home.ClaimUsername(req.GetUsername(), caller); err != nil {
+		return nil, err
+	}
+	return &roamingv1.ClaimUsernameResponse{}, nil
 }

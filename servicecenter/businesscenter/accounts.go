@@ -45,8 +45,22 @@ func (s *Server) Register(ctx context.Context, req *clientv1.RegisterRequest) (*
 	case !errors.Is(err, datacenter.ErrNotInDirectory):
 		return nil, err
 	}
+	// Claim the name here and at every peer, so that no other region
+	// registers it before this one's directory record says it is taken.
+	if err := s.home.ClaimUsername(req.GetUsername(), s.cfg.Region); err != nil {
+		return nil, err
+	}
+	defer s.home.DropClaim(req.GetUsername(), s.cfg.Region)
+	if s.roaming != nil {
+		if err := s.roaming.ClaimUsername(ctx, req.GetUsername()); err != nil {
+			return nil, err
+		}
+	}
 	hash, err := s.creds.hash(ctx, req.GetPassword())
 	if err != nil {
+		return nil, err
+	}
+	if err := s.home.ConfirmClaim(req.GetUsername()); err != nil {
 		return nil, err
 	}
 	u := &recordv1.User{

@@ -29,6 +29,7 @@ type Home struct {
 	// grantTTL is how long a login verified for another region lets that
 	// region act for the user.
 	grantTTL time.Duration
+	claims   *claims
 }
 
 // ErrNotHomedHere is also what Home returns for a group or user that lives

@@ -29,6 +29,11 @@ type Roaming interface {
 	VerifyLogin(ctx context.Context, home string, req *roamingv1.VerifyLoginRequest) (*recordv1.User, error)
 	// UpdateLocation queues a location update for a user's home.
 	UpdateLocation(ctx context.Context, home string, req *roamingv1.UpdateLocationRequest) error
+	// ClaimUsername asks every peer to let this region register a
+	// username: it fails with ErrUserExists when a peer knows a user by
+	// that name and ErrUsernameClaimed when a peer let another region
+	// claim it. A peer that does not answer is not waited for.
+	ClaimUsername(ctx context.Context, username string) error
 	// ListUserGroups asks every peer for the user's groups homed there.
 	ListUserGroups(ctx context.Context, userID string) ([]*roamingv1.UserGroup, error)
 	// Committed hands messages just committed here, to groups homed here,

@@ -131,7 +131,7 @@ func New(cfg Config) (*Server, error) {
 		presence:        newPresenceTable(),
 		stop:            make(chan struct{}),
 	}
-	s.home = &Home{region: cfg.Region, store: cfg.Store, now: cfg.Now, creds: s.creds, grantTTL: cfg.TokenTTL}
+	s.home = &Home{region: cfg.Region, store: cfg.Store, now: cfg.Now, creds: s.creds, grantTTL: cfg.TokenTTL, claims: newClaims(cfg.Now)}
 	for subject, handle := range map[string]nats.MsgHandler{
 		s.fanoutSubject:   s.onFanout,
 		s.presenceSubject: s.onPresence,

@@ -51,7 +51,10 @@ const (
 //
 // ClientService is what a region offers its clients.
 type ClientServiceClient interface {
-	// Register creates an account homed in this region.
+	// Register creates an account homed in this region. A username is
+	// unique across the federation: one taken in any region is refused with
+	// ALREADY_EXISTS, and one another region is registering at this moment
+	// with ABORTED (try again in a few seconds).
 	Register(ctx context.Context, in *RegisterRequest, opts ...grpc.CallOption) (*RegisterResponse, error)
 	// Login checks credentials and returns a session token.
 	Login(ctx context.Context, in *LoginRequest, opts ...grpc.CallOption) (*LoginResponse, error)
@@ -219,7 +222,10 @@ type ClientService_SessionClient = grpc.BidiStreamingClient[SessionRequest, Sess
 //
 // ClientService is what a region offers its clients.
 type ClientServiceServer interface {
-	// Register creates an account homed in this region.
+	// Register creates an account homed in this region. A username is
+	// unique across the federation: one taken in any region is refused with
+	// ALREADY_EXISTS, and one another region is registering at this moment
+	// with ABORTED (try again in a few seconds).
 	Register(context.Context, *RegisterRequest) (*RegisterResponse, error)
 	// Login checks credentials and returns a session token.
 	Login(context.Context, *LoginRequest) (*LoginResponse, error)

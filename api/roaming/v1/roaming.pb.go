@@ -813,6 +813,86 @@ func (x *AuthorizeUserRequest) GetRegion() string {
 	return ""
 }
 
+type ClaimUsernameRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Username      string                 `protobuf:"bytes,1,opt,name=username,proto3" json:"username,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClaimUsernameRequest) Reset() {
+	*x = ClaimUsernameRequest{}
+	mi := &file_roaming_v1_roaming_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClaimUsernameRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClaimUsernameRequest) ProtoMessage() {}
+
+func (x *ClaimUsernameRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_roaming_v1_roaming_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClaimUsernameRequest.ProtoReflect.Descriptor instead.
+func (*ClaimUsernameRequest) Descriptor() ([]byte, []int) {
+	return file_roaming_v1_roaming_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ClaimUsernameRequest) GetUsername() string {
+	if x != nil {
+		return x.Username
+	}
+	return ""
+}
+
+type ClaimUsernameResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ClaimUsernameResponse) Reset() {
+	*x = ClaimUsernameResponse{}
+	mi := &file_roaming_v1_roaming_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClaimUsernameResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClaimUsernameResponse) ProtoMessage() {}
+
+func (x *ClaimUsernameResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_roaming_v1_roaming_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClaimUsernameResponse.ProtoReflect.Descriptor instead.
+func (*ClaimUsernameResponse) Descriptor() ([]byte, []int) {
+	return file_roaming_v1_roaming_proto_rawDescGZIP(), []int{12}
+}
+
 type AuthorizeUserResponse struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Allowed bool                   `protobuf:"varint,1,opt,name=allowed,proto3" json:"allowed,omitempty"`
@@ -824,7 +904,7 @@ type AuthorizeUserResponse struct {
 
 func (x *AuthorizeUserResponse) Reset() {
 	*x = AuthorizeUserResponse{}
-	mi := &file_roaming_v1_roaming_proto_msgTypes[11]
+	mi := &file_roaming_v1_roaming_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -836,7 +916,7 @@ func (x *AuthorizeUserResponse) String() string {
 func (*AuthorizeUserResponse) ProtoMessage() {}
 
 func (x *AuthorizeUserResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roaming_v1_roaming_proto_msgTypes[11]
+	mi := &file_roaming_v1_roaming_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -849,7 +929,7 @@ func (x *AuthorizeUserResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuthorizeUserResponse.ProtoReflect.Descriptor instead.
 func (*AuthorizeUserResponse) Descriptor() ([]byte, []int) {
-	return file_roaming_v1_roaming_proto_rawDescGZIP(), []int{11}
+	return file_roaming_v1_roaming_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *AuthorizeUserResponse) GetAllowed() bool {
@@ -876,7 +956,7 @@ type VerifyLoginResponse struct {
 
 func (x *VerifyLoginResponse) Reset() {
 	*x = VerifyLoginResponse{}
-	mi := &file_roaming_v1_roaming_proto_msgTypes[12]
+	mi := &file_roaming_v1_roaming_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -888,7 +968,7 @@ func (x *VerifyLoginResponse) String() string {
 func (*VerifyLoginResponse) ProtoMessage() {}
 
 func (x *VerifyLoginResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roaming_v1_roaming_proto_msgTypes[12]
+	mi := &file_roaming_v1_roaming_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -901,7 +981,7 @@ func (x *VerifyLoginResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VerifyLoginResponse.ProtoReflect.Descriptor instead.
 func (*VerifyLoginResponse) Descriptor() ([]byte, []int) {
-	return file_roaming_v1_roaming_proto_rawDescGZIP(), []int{12}
+	return file_roaming_v1_roaming_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *VerifyLoginResponse) GetUser() *v1.User {
@@ -924,7 +1004,7 @@ type UpdateLocationRequest struct {
 
 func (x *UpdateLocationRequest) Reset() {
 	*x = UpdateLocationRequest{}
-	mi := &file_roaming_v1_roaming_proto_msgTypes[13]
+	mi := &file_roaming_v1_roaming_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -936,7 +1016,7 @@ func (x *UpdateLocationRequest) String() string {
 func (*UpdateLocationRequest) ProtoMessage() {}
 
 func (x *UpdateLocationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roaming_v1_roaming_proto_msgTypes[13]
+	mi := &file_roaming_v1_roaming_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -949,7 +1029,7 @@ func (x *UpdateLocationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateLocationRequest.ProtoReflect.Descriptor instead.
 func (*UpdateLocationRequest) Descriptor() ([]byte, []int) {
-	return file_roaming_v1_roaming_proto_rawDescGZIP(), []int{13}
+	return file_roaming_v1_roaming_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *UpdateLocationRequest) GetUserId() string {
@@ -981,7 +1061,7 @@ type UpdateLocationResponse struct {
 
 func (x *UpdateLocationResponse) Reset() {
 	*x = UpdateLocationResponse{}
-	mi := &file_roaming_v1_roaming_proto_msgTypes[14]
+	mi := &file_roaming_v1_roaming_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -993,7 +1073,7 @@ func (x *UpdateLocationResponse) String() string {
 func (*UpdateLocationResponse) ProtoMessage() {}
 
 func (x *UpdateLocationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roaming_v1_roaming_proto_msgTypes[14]
+	mi := &file_roaming_v1_roaming_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1006,7 +1086,7 @@ func (x *UpdateLocationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateLocationResponse.ProtoReflect.Descriptor instead.
 func (*UpdateLocationResponse) Descriptor() ([]byte, []int) {
-	return file_roaming_v1_roaming_proto_rawDescGZIP(), []int{14}
+	return file_roaming_v1_roaming_proto_rawDescGZIP(), []int{16}
 }
 
 // BatchVersion is the version of one batch of a region's directory.
@@ -1021,7 +1101,7 @@ type BatchVersion struct {
 
 func (x *BatchVersion) Reset() {
 	*x = BatchVersion{}
-	mi := &file_roaming_v1_roaming_proto_msgTypes[15]
+	mi := &file_roaming_v1_roaming_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1033,7 +1113,7 @@ func (x *BatchVersion) String() string {
 func (*BatchVersion) ProtoMessage() {}
 
 func (x *BatchVersion) ProtoReflect() protoreflect.Message {
-	mi := &file_roaming_v1_roaming_proto_msgTypes[15]
+	mi := &file_roaming_v1_roaming_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1046,7 +1126,7 @@ func (x *BatchVersion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchVersion.ProtoReflect.Descriptor instead.
 func (*BatchVersion) Descriptor() ([]byte, []int) {
-	return file_roaming_v1_roaming_proto_rawDescGZIP(), []int{15}
+	return file_roaming_v1_roaming_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *BatchVersion) GetBatch() uint32 {
@@ -1081,7 +1161,7 @@ type ReplicateDirectoryRequest struct {
 
 func (x *ReplicateDirectoryRequest) Reset() {
 	*x = ReplicateDirectoryRequest{}
-	mi := &file_roaming_v1_roaming_proto_msgTypes[16]
+	mi := &file_roaming_v1_roaming_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1093,7 +1173,7 @@ func (x *ReplicateDirectoryRequest) String() string {
 func (*ReplicateDirectoryRequest) ProtoMessage() {}
 
 func (x *ReplicateDirectoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roaming_v1_roaming_proto_msgTypes[16]
+	mi := &file_roaming_v1_roaming_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1106,7 +1186,7 @@ func (x *ReplicateDirectoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicateDirectoryRequest.ProtoReflect.Descriptor instead.
 func (*ReplicateDirectoryRequest) Descriptor() ([]byte, []int) {
-	return file_roaming_v1_roaming_proto_rawDescGZIP(), []int{16}
+	return file_roaming_v1_roaming_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ReplicateDirectoryRequest) GetHeld() []*BatchVersion {
@@ -1130,7 +1210,7 @@ type BatchUpdate struct {
 
 func (x *BatchUpdate) Reset() {
 	*x = BatchUpdate{}
-	mi := &file_roaming_v1_roaming_proto_msgTypes[17]
+	mi := &file_roaming_v1_roaming_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1142,7 +1222,7 @@ func (x *BatchUpdate) String() string {
 func (*BatchUpdate) ProtoMessage() {}
 
 func (x *BatchUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_roaming_v1_roaming_proto_msgTypes[17]
+	mi := &file_roaming_v1_roaming_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1155,7 +1235,7 @@ func (x *BatchUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BatchUpdate.ProtoReflect.Descriptor instead.
 func (*BatchUpdate) Descriptor() ([]byte, []int) {
-	return file_roaming_v1_roaming_proto_rawDescGZIP(), []int{17}
+	return file_roaming_v1_roaming_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *BatchUpdate) GetVersion() *BatchVersion {
@@ -1193,7 +1273,7 @@ type ReplicateDirectoryResponse struct {
 
 func (x *ReplicateDirectoryResponse) Reset() {
 	*x = ReplicateDirectoryResponse{}
-	mi := &file_roaming_v1_roaming_proto_msgTypes[18]
+	mi := &file_roaming_v1_roaming_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1205,7 +1285,7 @@ func (x *ReplicateDirectoryResponse) String() string {
 func (*ReplicateDirectoryResponse) ProtoMessage() {}
 
 func (x *ReplicateDirectoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roaming_v1_roaming_proto_msgTypes[18]
+	mi := &file_roaming_v1_roaming_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1218,7 +1298,7 @@ func (x *ReplicateDirectoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicateDirectoryResponse.ProtoReflect.Descriptor instead.
 func (*ReplicateDirectoryResponse) Descriptor() ([]byte, []int) {
-	return file_roaming_v1_roaming_proto_rawDescGZIP(), []int{18}
+	return file_roaming_v1_roaming_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ReplicateDirectoryResponse) GetRegion() string {
@@ -1254,7 +1334,7 @@ type FetchHistoryRequest struct {
 
 func (x *FetchHistoryRequest) Reset() {
 	*x = FetchHistoryRequest{}
-	mi := &file_roaming_v1_roaming_proto_msgTypes[19]
+	mi := &file_roaming_v1_roaming_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1266,7 +1346,7 @@ func (x *FetchHistoryRequest) String() string {
 func (*FetchHistoryRequest) ProtoMessage() {}
 
 func (x *FetchHistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roaming_v1_roaming_proto_msgTypes[19]
+	mi := &file_roaming_v1_roaming_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1279,7 +1359,7 @@ func (x *FetchHistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchHistoryRequest.ProtoReflect.Descriptor instead.
 func (*FetchHistoryRequest) Descriptor() ([]byte, []int) {
-	return file_roaming_v1_roaming_proto_rawDescGZIP(), []int{19}
+	return file_roaming_v1_roaming_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *FetchHistoryRequest) GetGroupId() string {
@@ -1321,7 +1401,7 @@ type FetchHistoryResponse struct {
 
 func (x *FetchHistoryResponse) Reset() {
 	*x = FetchHistoryResponse{}
-	mi := &file_roaming_v1_roaming_proto_msgTypes[20]
+	mi := &file_roaming_v1_roaming_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1333,7 +1413,7 @@ func (x *FetchHistoryResponse) String() string {
 func (*FetchHistoryResponse) ProtoMessage() {}
 
 func (x *FetchHistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roaming_v1_roaming_proto_msgTypes[20]
+	mi := &file_roaming_v1_roaming_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1346,7 +1426,7 @@ func (x *FetchHistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchHistoryResponse.ProtoReflect.Descriptor instead.
 func (*FetchHistoryResponse) Descriptor() ([]byte, []int) {
-	return file_roaming_v1_roaming_proto_rawDescGZIP(), []int{20}
+	return file_roaming_v1_roaming_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *FetchHistoryResponse) GetMessages() []*v1.Message {
@@ -1379,7 +1459,7 @@ type ListUserGroupsRequest struct {
 
 func (x *ListUserGroupsRequest) Reset() {
 	*x = ListUserGroupsRequest{}
-	mi := &file_roaming_v1_roaming_proto_msgTypes[21]
+	mi := &file_roaming_v1_roaming_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1391,7 +1471,7 @@ func (x *ListUserGroupsRequest) String() string {
 func (*ListUserGroupsRequest) ProtoMessage() {}
 
 func (x *ListUserGroupsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roaming_v1_roaming_proto_msgTypes[21]
+	mi := &file_roaming_v1_roaming_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1404,7 +1484,7 @@ func (x *ListUserGroupsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListUserGroupsRequest.ProtoReflect.Descriptor instead.
 func (*ListUserGroupsRequest) Descriptor() ([]byte, []int) {
-	return file_roaming_v1_roaming_proto_rawDescGZIP(), []int{21}
+	return file_roaming_v1_roaming_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ListUserGroupsRequest) GetUserId() string {
@@ -1423,7 +1503,7 @@ type ListUserGroupsResponse struct {
 
 func (x *ListUserGroupsResponse) Reset() {
 	*x = ListUserGroupsResponse{}
-	mi := &file_roaming_v1_roaming_proto_msgTypes[22]
+	mi := &file_roaming_v1_roaming_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1435,7 +1515,7 @@ func (x *ListUserGroupsResponse) String() string {
 func (*ListUserGroupsResponse) ProtoMessage() {}
 
 func (x *ListUserGroupsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roaming_v1_roaming_proto_msgTypes[22]
+	mi := &file_roaming_v1_roaming_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1448,7 +1528,7 @@ func (x *ListUserGroupsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListUserGroupsResponse.ProtoReflect.Descriptor instead.
 func (*ListUserGroupsResponse) Descriptor() ([]byte, []int) {
-	return file_roaming_v1_roaming_proto_rawDescGZIP(), []int{22}
+	return file_roaming_v1_roaming_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ListUserGroupsResponse) GetGroups() []*UserGroup {
@@ -1470,7 +1550,7 @@ type UserGroup struct {
 
 func (x *UserGroup) Reset() {
 	*x = UserGroup{}
-	mi := &file_roaming_v1_roaming_proto_msgTypes[23]
+	mi := &file_roaming_v1_roaming_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1482,7 +1562,7 @@ func (x *UserGroup) String() string {
 func (*UserGroup) ProtoMessage() {}
 
 func (x *UserGroup) ProtoReflect() protoreflect.Message {
-	mi := &file_roaming_v1_roaming_proto_msgTypes[23]
+	mi := &file_roaming_v1_roaming_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1495,7 +1575,7 @@ func (x *UserGroup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UserGroup.ProtoReflect.Descriptor instead.
 func (*UserGroup) Descriptor() ([]byte, []int) {
-	return file_roaming_v1_roaming_proto_rawDescGZIP(), []int{23}
+	return file_roaming_v1_roaming_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *UserGroup) GetGroup() *v1.Group {
@@ -1532,7 +1612,7 @@ type SubmitRequest struct {
 
 func (x *SubmitRequest) Reset() {
 	*x = SubmitRequest{}
-	mi := &file_roaming_v1_roaming_proto_msgTypes[24]
+	mi := &file_roaming_v1_roaming_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1544,7 +1624,7 @@ func (x *SubmitRequest) String() string {
 func (*SubmitRequest) ProtoMessage() {}
 
 func (x *SubmitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roaming_v1_roaming_proto_msgTypes[24]
+	mi := &file_roaming_v1_roaming_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1557,7 +1637,7 @@ func (x *SubmitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitRequest.ProtoReflect.Descriptor instead.
 func (*SubmitRequest) Descriptor() ([]byte, []int) {
-	return file_roaming_v1_roaming_proto_rawDescGZIP(), []int{24}
+	return file_roaming_v1_roaming_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *SubmitRequest) GetBatchId() uint64 {
@@ -1585,7 +1665,7 @@ type SubmitResponse struct {
 
 func (x *SubmitResponse) Reset() {
 	*x = SubmitResponse{}
-	mi := &file_roaming_v1_roaming_proto_msgTypes[25]
+	mi := &file_roaming_v1_roaming_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1597,7 +1677,7 @@ func (x *SubmitResponse) String() string {
 func (*SubmitResponse) ProtoMessage() {}
 
 func (x *SubmitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roaming_v1_roaming_proto_msgTypes[25]
+	mi := &file_roaming_v1_roaming_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1610,7 +1690,7 @@ func (x *SubmitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitResponse.ProtoReflect.Descriptor instead.
 func (*SubmitResponse) Descriptor() ([]byte, []int) {
-	return file_roaming_v1_roaming_proto_rawDescGZIP(), []int{25}
+	return file_roaming_v1_roaming_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *SubmitResponse) GetBatchId() uint64 {
@@ -1644,7 +1724,7 @@ type SubmitResult struct {
 
 func (x *SubmitResult) Reset() {
 	*x = SubmitResult{}
-	mi := &file_roaming_v1_roaming_proto_msgTypes[26]
+	mi := &file_roaming_v1_roaming_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1656,7 +1736,7 @@ func (x *SubmitResult) String() string {
 func (*SubmitResult) ProtoMessage() {}
 
 func (x *SubmitResult) ProtoReflect() protoreflect.Message {
-	mi := &file_roaming_v1_roaming_proto_msgTypes[26]
+	mi := &file_roaming_v1_roaming_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1669,7 +1749,7 @@ func (x *SubmitResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitResult.ProtoReflect.Descriptor instead.
 func (*SubmitResult) Descriptor() ([]byte, []int) {
-	return file_roaming_v1_roaming_proto_rawDescGZIP(), []int{26}
+	return file_roaming_v1_roaming_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *SubmitResult) GetMessageId() string {
@@ -1727,7 +1807,7 @@ type DeliverRequest struct {
 
 func (x *DeliverRequest) Reset() {
 	*x = DeliverRequest{}
-	mi := &file_roaming_v1_roaming_proto_msgTypes[27]
+	mi := &file_roaming_v1_roaming_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1739,7 +1819,7 @@ func (x *DeliverRequest) String() string {
 func (*DeliverRequest) ProtoMessage() {}
 
 func (x *DeliverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roaming_v1_roaming_proto_msgTypes[27]
+	mi := &file_roaming_v1_roaming_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1752,7 +1832,7 @@ func (x *DeliverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeliverRequest.ProtoReflect.Descriptor instead.
 func (*DeliverRequest) Descriptor() ([]byte, []int) {
-	return file_roaming_v1_roaming_proto_rawDescGZIP(), []int{27}
+	return file_roaming_v1_roaming_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *DeliverRequest) GetBatchId() uint64 {
@@ -1785,7 +1865,7 @@ type DeliverResponse struct {
 
 func (x *DeliverResponse) Reset() {
 	*x = DeliverResponse{}
-	mi := &file_roaming_v1_roaming_proto_msgTypes[28]
+	mi := &file_roaming_v1_roaming_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1797,7 +1877,7 @@ func (x *DeliverResponse) String() string {
 func (*DeliverResponse) ProtoMessage() {}
 
 func (x *DeliverResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roaming_v1_roaming_proto_msgTypes[28]
+	mi := &file_roaming_v1_roaming_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1810,7 +1890,7 @@ func (x *DeliverResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeliverResponse.ProtoReflect.Descriptor instead.
 func (*DeliverResponse) Descriptor() ([]byte, []int) {
-	return file_roaming_v1_roaming_proto_rawDescGZIP(), []int{28}
+	return file_roaming_v1_roaming_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *DeliverResponse) GetBatchId() uint64 {
@@ -1829,7 +1909,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_roaming_v1_roaming_proto_msgTypes[29]
+	mi := &file_roaming_v1_roaming_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1841,7 +1921,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roaming_v1_roaming_proto_msgTypes[29]
+	mi := &file_roaming_v1_roaming_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1854,7 +1934,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_roaming_v1_roaming_proto_rawDescGZIP(), []int{29}
+	return file_roaming_v1_roaming_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *HeartbeatRequest) GetSentAt() *timestamppb.Timestamp {
@@ -1876,7 +1956,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_roaming_v1_roaming_proto_msgTypes[30]
+	mi := &file_roaming_v1_roaming_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1888,7 +1968,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roaming_v1_roaming_proto_msgTypes[30]
+	mi := &file_roaming_v1_roaming_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1901,7 +1981,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_roaming_v1_roaming_proto_rawDescGZIP(), []int{30}
+	return file_roaming_v1_roaming_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *HeartbeatResponse) GetRegion() string {
@@ -1938,7 +2018,7 @@ type LinkView struct {
 
 func (x *LinkView) Reset() {
 	*x = LinkView{}
-	mi := &file_roaming_v1_roaming_proto_msgTypes[31]
+	mi := &file_roaming_v1_roaming_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1950,7 +2030,7 @@ func (x *LinkView) String() string {
 func (*LinkView) ProtoMessage() {}
 
 func (x *LinkView) ProtoReflect() protoreflect.Message {
-	mi := &file_roaming_v1_roaming_proto_msgTypes[31]
+	mi := &file_roaming_v1_roaming_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1963,7 +2043,7 @@ func (x *LinkView) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LinkView.ProtoReflect.Descriptor instead.
 func (*LinkView) Descriptor() ([]byte, []int) {
-	return file_roaming_v1_roaming_proto_rawDescGZIP(), []int{31}
+	return file_roaming_v1_roaming_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *LinkView) GetPeer() string {
@@ -2000,7 +2080,7 @@ type RelayRequest struct {
 
 func (x *RelayRequest) Reset() {
 	*x = RelayRequest{}
-	mi := &file_roaming_v1_roaming_proto_msgTypes[32]
+	mi := &file_roaming_v1_roaming_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2012,7 +2092,7 @@ func (x *RelayRequest) String() string {
 func (*RelayRequest) ProtoMessage() {}
 
 func (x *RelayRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roaming_v1_roaming_proto_msgTypes[32]
+	mi := &file_roaming_v1_roaming_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2025,7 +2105,7 @@ func (x *RelayRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RelayRequest.ProtoReflect.Descriptor instead.
 func (*RelayRequest) Descriptor() ([]byte, []int) {
-	return file_roaming_v1_roaming_proto_rawDescGZIP(), []int{32}
+	return file_roaming_v1_roaming_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *RelayRequest) GetKind() isRelayRequest_Kind {
@@ -2081,7 +2161,7 @@ type RelayResponse struct {
 
 func (x *RelayResponse) Reset() {
 	*x = RelayResponse{}
-	mi := &file_roaming_v1_roaming_proto_msgTypes[33]
+	mi := &file_roaming_v1_roaming_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2093,7 +2173,7 @@ func (x *RelayResponse) String() string {
 func (*RelayResponse) ProtoMessage() {}
 
 func (x *RelayResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roaming_v1_roaming_proto_msgTypes[33]
+	mi := &file_roaming_v1_roaming_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2106,7 +2186,7 @@ func (x *RelayResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RelayResponse.ProtoReflect.Descriptor instead.
 func (*RelayResponse) Descriptor() ([]byte, []int) {
-	return file_roaming_v1_roaming_proto_rawDescGZIP(), []int{33}
+	return file_roaming_v1_roaming_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *RelayResponse) GetData() []byte {
@@ -2134,7 +2214,7 @@ type RelayOpen struct {
 
 func (x *RelayOpen) Reset() {
 	*x = RelayOpen{}
-	mi := &file_roaming_v1_roaming_proto_msgTypes[34]
+	mi := &file_roaming_v1_roaming_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2146,7 +2226,7 @@ func (x *RelayOpen) String() string {
 func (*RelayOpen) ProtoMessage() {}
 
 func (x *RelayOpen) ProtoReflect() protoreflect.Message {
-	mi := &file_roaming_v1_roaming_proto_msgTypes[34]
+	mi := &file_roaming_v1_roaming_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2159,7 +2239,7 @@ func (x *RelayOpen) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RelayOpen.ProtoReflect.Descriptor instead.
 func (*RelayOpen) Descriptor() ([]byte, []int) {
-	return file_roaming_v1_roaming_proto_rawDescGZIP(), []int{34}
+	return file_roaming_v1_roaming_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *RelayOpen) GetOrigin() string {
@@ -2203,7 +2283,7 @@ type DrillRequest struct {
 
 func (x *DrillRequest) Reset() {
 	*x = DrillRequest{}
-	mi := &file_roaming_v1_roaming_proto_msgTypes[35]
+	mi := &file_roaming_v1_roaming_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2215,7 +2295,7 @@ func (x *DrillRequest) String() string {
 func (*DrillRequest) ProtoMessage() {}
 
 func (x *DrillRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roaming_v1_roaming_proto_msgTypes[35]
+	mi := &file_roaming_v1_roaming_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2228,7 +2308,7 @@ func (x *DrillRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrillRequest.ProtoReflect.Descriptor instead.
 func (*DrillRequest) Descriptor() ([]byte, []int) {
-	return file_roaming_v1_roaming_proto_rawDescGZIP(), []int{35}
+	return file_roaming_v1_roaming_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *DrillRequest) GetCut() bool {
@@ -2254,7 +2334,7 @@ type DrillResponse struct {
 
 func (x *DrillResponse) Reset() {
 	*x = DrillResponse{}
-	mi := &file_roaming_v1_roaming_proto_msgTypes[36]
+	mi := &file_roaming_v1_roaming_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2266,7 +2346,7 @@ func (x *DrillResponse) String() string {
 func (*DrillResponse) ProtoMessage() {}
 
 func (x *DrillResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roaming_v1_roaming_proto_msgTypes[36]
+	mi := &file_roaming_v1_roaming_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2279,7 +2359,7 @@ func (x *DrillResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrillResponse.ProtoReflect.Descriptor instead.
 func (*DrillResponse) Descriptor() ([]byte, []int) {
-	return file_roaming_v1_roaming_proto_rawDescGZIP(), []int{36}
+	return file_roaming_v1_roaming_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *DrillResponse) GetState() LinkState {
@@ -2297,7 +2377,7 @@ type ResyncRequest struct {
 
 func (x *ResyncRequest) Reset() {
 	*x = ResyncRequest{}
-	mi := &file_roaming_v1_roaming_proto_msgTypes[37]
+	mi := &file_roaming_v1_roaming_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2309,7 +2389,7 @@ func (x *ResyncRequest) String() string {
 func (*ResyncRequest) ProtoMessage() {}
 
 func (x *ResyncRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_roaming_v1_roaming_proto_msgTypes[37]
+	mi := &file_roaming_v1_roaming_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2322,7 +2402,7 @@ func (x *ResyncRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResyncRequest.ProtoReflect.Descriptor instead.
 func (*ResyncRequest) Descriptor() ([]byte, []int) {
-	return file_roaming_v1_roaming_proto_rawDescGZIP(), []int{37}
+	return file_roaming_v1_roaming_proto_rawDescGZIP(), []int{39}
 }
 
 type ResyncResponse struct {
@@ -2334,7 +2414,7 @@ type ResyncResponse struct {
 
 func (x *ResyncResponse) Reset() {
 	*x = ResyncResponse{}
-	mi := &file_roaming_v1_roaming_proto_msgTypes[38]
+	mi := &file_roaming_v1_roaming_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2346,7 +2426,7 @@ func (x *ResyncResponse) String() string {
 func (*ResyncResponse) ProtoMessage() {}
 
 func (x *ResyncResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_roaming_v1_roaming_proto_msgTypes[38]
+	mi := &file_roaming_v1_roaming_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2359,7 +2439,7 @@ func (x *ResyncResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResyncResponse.ProtoReflect.Descriptor instead.
 func (*ResyncResponse) Descriptor() ([]byte, []int) {
-	return file_roaming_v1_roaming_proto_rawDescGZIP(), []int{38}
+	return file_roaming_v1_roaming_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ResyncResponse) GetResult() *ResyncResult {
@@ -2385,7 +2465,7 @@ type ResyncResult struct {
 
 func (x *ResyncResult) Reset() {
 	*x = ResyncResult{}
-	mi := &file_roaming_v1_roaming_proto_msgTypes[39]
+	mi := &file_roaming_v1_roaming_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2397,7 +2477,7 @@ func (x *ResyncResult) String() string {
 func (*ResyncResult) ProtoMessage() {}
 
 func (x *ResyncResult) ProtoReflect() protoreflect.Message {
-	mi := &file_roaming_v1_roaming_proto_msgTypes[39]
+	mi := &file_roaming_v1_roaming_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2410,7 +2490,7 @@ func (x *ResyncResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResyncResult.ProtoReflect.Descriptor instead.
 func (*ResyncResult) Descriptor() ([]byte, []int) {
-	return file_roaming_v1_roaming_proto_rawDescGZIP(), []int{39}
+	return file_roaming_v1_roaming_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ResyncResult) GetRegion() string {
@@ -2499,7 +2579,10 @@ const file_roaming_v1_roaming_proto_rawDesc = "" +
 	"\bpassword\x18\x02 \x01(\tR\bpassword\"G\n" +
 	"\x14AuthorizeUserRequest\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x16\n" +
-	"\x06region\x18\x02 \x01(\tR\x06region\"c\n" +
+	"\x06region\x18\x02 \x01(\tR\x06region\"2\n" +
+	"\x14ClaimUsernameRequest\x12\x1a\n" +
+	"\busername\x18\x01 \x01(\tR\busername\"\x17\n" +
+	"\x15ClaimUsernameResponse\"c\n" +
 	"\x15AuthorizeUserResponse\x12\x18\n" +
 	"\aallowed\x18\x01 \x01(\bR\aallowed\x120\n" +
 	"\x05until\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05until\":\n" +
@@ -2607,7 +2690,7 @@ const file_roaming_v1_roaming_proto_rawDesc = "" +
 	"\x16LINK_STATE_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rLINK_STATE_UP\x10\x01\x12\x13\n" +
 	"\x0fLINK_STATE_DOWN\x10\x02\x12\x12\n" +
-	"\x0eLINK_STATE_CUT\x10\x032\xb3\x06\n" +
+	"\x0eLINK_STATE_CUT\x10\x032\x89\a\n" +
 	"\vDataService\x12?\n" +
 	"\x06Locate\x12\x19.roaming.v1.LocateRequest\x1a\x1a.roaming.v1.LocateResponse\x12E\n" +
 	"\bGetGroup\x12\x1b.roaming.v1.GetGroupRequest\x1a\x1c.roaming.v1.GetGroupResponse\x12K\n" +
@@ -2619,7 +2702,8 @@ const file_roaming_v1_roaming_proto_rawDesc = "" +
 	"\fFetchHistory\x12\x1f.roaming.v1.FetchHistoryRequest\x1a .roaming.v1.FetchHistoryResponse\x12W\n" +
 	"\x0eListUserGroups\x12!.roaming.v1.ListUserGroupsRequest\x1a\".roaming.v1.ListUserGroupsResponse\x12?\n" +
 	"\x06Resync\x12\x19.roaming.v1.ResyncRequest\x1a\x1a.roaming.v1.ResyncResponse\x12T\n" +
-	"\rAuthorizeUser\x12 .roaming.v1.AuthorizeUserRequest\x1a!.roaming.v1.AuthorizeUserResponse2\xe8\x02\n" +
+	"\rAuthorizeUser\x12 .roaming.v1.AuthorizeUserRequest\x1a!.roaming.v1.AuthorizeUserResponse\x12T\n" +
+	"\rClaimUsername\x12 .roaming.v1.ClaimUsernameRequest\x1a!.roaming.v1.ClaimUsernameResponse2\xe8\x02\n" +
 	"\x0fBusinessService\x12C\n" +
 	"\x06Submit\x12\x19.roaming.v1.SubmitRequest\x1a\x1a.roaming.v1.SubmitResponse(\x010\x01\x12F\n" +
 	"\aDeliver\x12\x1a.roaming.v1.DeliverRequest\x1a\x1b.roaming.v1.DeliverResponse(\x010\x01\x12H\n" +
@@ -2640,7 +2724,7 @@ func file_roaming_v1_roaming_proto_rawDescGZIP() []byte {
 }
 
 var file_roaming_v1_roaming_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_roaming_v1_roaming_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
+var file_roaming_v1_roaming_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
 var file_roaming_v1_roaming_proto_goTypes = []any{
 	(DirectoryKind)(0),                 // 0: roaming.v1.DirectoryKind
 	(LinkState)(0),                     // 1: roaming.v1.LinkState
@@ -2655,107 +2739,111 @@ var file_roaming_v1_roaming_proto_goTypes = []any{
 	(*StoreGroupResponse)(nil),         // 10: roaming.v1.StoreGroupResponse
 	(*VerifyLoginRequest)(nil),         // 11: roaming.v1.VerifyLoginRequest
 	(*AuthorizeUserRequest)(nil),       // 12: roaming.v1.AuthorizeUserRequest
-	(*AuthorizeUserResponse)(nil),      // 13: roaming.v1.AuthorizeUserResponse
-	(*VerifyLoginResponse)(nil),        // 14: roaming.v1.VerifyLoginResponse
-	(*UpdateLocationRequest)(nil),      // 15: roaming.v1.UpdateLocationRequest
-	(*UpdateLocationResponse)(nil),     // 16: roaming.v1.UpdateLocationResponse
-	(*BatchVersion)(nil),               // 17: roaming.v1.BatchVersion
-	(*ReplicateDirectoryRequest)(nil),  // 18: roaming.v1.ReplicateDirectoryRequest
-	(*BatchUpdate)(nil),                // 19: roaming.v1.BatchUpdate
-	(*ReplicateDirectoryResponse)(nil), // 20: roaming.v1.ReplicateDirectoryResponse
-	(*FetchHistoryRequest)(nil),        // 21: roaming.v1.FetchHistoryRequest
-	(*FetchHistoryResponse)(nil),       // 22: roaming.v1.FetchHistoryResponse
-	(*ListUserGroupsRequest)(nil),      // 23: roaming.v1.ListUserGroupsRequest
-	(*ListUserGroupsResponse)(nil),     // 24: roaming.v1.ListUserGroupsResponse
-	(*UserGroup)(nil),                  // 25: roaming.v1.UserGroup
-	(*SubmitRequest)(nil),              // 26: roaming.v1.SubmitRequest
-	(*SubmitResponse)(nil),             // 27: roaming.v1.SubmitResponse
-	(*SubmitResult)(nil),               // 28: roaming.v1.SubmitResult
-	(*DeliverRequest)(nil),             // 29: roaming.v1.DeliverRequest
-	(*DeliverResponse)(nil),            // 30: roaming.v1.DeliverResponse
-	(*HeartbeatRequest)(nil),           // 31: roaming.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),          // 32: roaming.v1.HeartbeatResponse
-	(*LinkView)(nil),                   // 33: roaming.v1.LinkView
-	(*RelayRequest)(nil),               // 34: roaming.v1.RelayRequest
-	(*RelayResponse)(nil),              // 35: roaming.v1.RelayResponse
-	(*RelayOpen)(nil),                  // 36: roaming.v1.RelayOpen
-	(*DrillRequest)(nil),               // 37: roaming.v1.DrillRequest
-	(*DrillResponse)(nil),              // 38: roaming.v1.DrillResponse
-	(*ResyncRequest)(nil),              // 39: roaming.v1.ResyncRequest
-	(*ResyncResponse)(nil),             // 40: roaming.v1.ResyncResponse
-	(*ResyncResult)(nil),               // 41: roaming.v1.ResyncResult
-	nil,                                // 42: roaming.v1.GroupChange.SettingsEntry
-	(*v1.Group)(nil),                   // 43: record.v1.Group
-	(*v1.Member)(nil),                  // 44: record.v1.Member
-	(*timestamppb.Timestamp)(nil),      // 45: google.protobuf.Timestamp
-	(*v1.User)(nil),                    // 46: record.v1.User
-	(*v1.Message)(nil),                 // 47: record.v1.Message
-	(*v1.Fanout)(nil),                  // 48: record.v1.Fanout
-	(*v1.PresenceChange)(nil),          // 49: record.v1.PresenceChange
+	(*ClaimUsernameRequest)(nil),       // 13: roaming.v1.ClaimUsernameRequest
+	(*ClaimUsernameResponse)(nil),      // 14: roaming.v1.ClaimUsernameResponse
+	(*AuthorizeUserResponse)(nil),      // 15: roaming.v1.AuthorizeUserResponse
+	(*VerifyLoginResponse)(nil),        // 16: roaming.v1.VerifyLoginResponse
+	(*UpdateLocationRequest)(nil),      // 17: roaming.v1.UpdateLocationRequest
+	(*UpdateLocationResponse)(nil),     // 18: roaming.v1.UpdateLocationResponse
+	(*BatchVersion)(nil),               // 19: roaming.v1.BatchVersion
+	(*ReplicateDirectoryRequest)(nil),  // 20: roaming.v1.ReplicateDirectoryRequest
+	(*BatchUpdate)(nil),                // 21: roaming.v1.BatchUpdate
+	(*ReplicateDirectoryResponse)(nil), // 22: roaming.v1.ReplicateDirectoryResponse
+	(*FetchHistoryRequest)(nil),        // 23: roaming.v1.FetchHistoryRequest
+	(*FetchHistoryResponse)(nil),       // 24: roaming.v1.FetchHistoryResponse
+	(*ListUserGroupsRequest)(nil),      // 25: roaming.v1.ListUserGroupsRequest
+	(*ListUserGroupsResponse)(nil),     // 26: roaming.v1.ListUserGroupsResponse
+	(*UserGroup)(nil),                  // 27: roaming.v1.UserGroup
+	(*SubmitRequest)(nil),              // 28: roaming.v1.SubmitRequest
+	(*SubmitResponse)(nil),             // 29: roaming.v1.SubmitResponse
+	(*SubmitResult)(nil),               // 30: roaming.v1.SubmitResult
+	(*DeliverRequest)(nil),             // 31: roaming.v1.DeliverRequest
+	(*DeliverResponse)(nil),            // 32: roaming.v1.DeliverResponse
+	(*HeartbeatRequest)(nil),           // 33: roaming.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),          // 34: roaming.v1.HeartbeatResponse
+	(*LinkView)(nil),                   // 35: roaming.v1.LinkView
+	(*RelayRequest)(nil),               // 36: roaming.v1.RelayRequest
+	(*RelayResponse)(nil),              // 37: roaming.v1.RelayResponse
+	(*RelayOpen)(nil),                  // 38: roaming.v1.RelayOpen
+	(*DrillRequest)(nil),               // 39: roaming.v1.DrillRequest
+	(*DrillResponse)(nil),              // 40: roaming.v1.DrillResponse
+	(*ResyncRequest)(nil),              // 41: roaming.v1.ResyncRequest
+	(*ResyncResponse)(nil),             // 42: roaming.v1.ResyncResponse
+	(*ResyncResult)(nil),               // 43: roaming.v1.ResyncResult
+	nil,                                // 44: roaming.v1.GroupChange.SettingsEntry
+	(*v1.Group)(nil),                   // 45: record.v1.Group
+	(*v1.Member)(nil),                  // 46: record.v1.Member
+	(*timestamppb.Timestamp)(nil),      // 47: google.protobuf.Timestamp
+	(*v1.User)(nil),                    // 48: record.v1.User
+	(*v1.Message)(nil),                 // 49: record.v1.Message
+	(*v1.Fanout)(nil),                  // 50: record.v1.Fanout
+	(*v1.PresenceChange)(nil),          // 51: record.v1.PresenceChange
 }
 var file_roaming_v1_roaming_proto_depIdxs = []int32{
 	0,  // 0: roaming.v1.DirectoryRecord.kind:type_name -> roaming.v1.DirectoryKind
 	4,  // 1: roaming.v1.LocateRequest.keys:type_name -> roaming.v1.DirectoryKey
 	0,  // 2: roaming.v1.DirectoryKey.kind:type_name -> roaming.v1.DirectoryKind
 	2,  // 3: roaming.v1.LocateResponse.records:type_name -> roaming.v1.DirectoryRecord
-	43, // 4: roaming.v1.GetGroupResponse.group:type_name -> record.v1.Group
-	42, // 5: roaming.v1.GroupChange.settings:type_name -> roaming.v1.GroupChange.SettingsEntry
+	45, // 4: roaming.v1.GetGroupResponse.group:type_name -> record.v1.Group
+	44, // 5: roaming.v1.GroupChange.settings:type_name -> roaming.v1.GroupChange.SettingsEntry
 	8,  // 6: roaming.v1.StoreGroupRequest.update:type_name -> roaming.v1.GroupChange
-	44, // 7: roaming.v1.StoreGroupRequest.join:type_name -> record.v1.Member
-	43, // 8: roaming.v1.StoreGroupResponse.group:type_name -> record.v1.Group
-	45, // 9: roaming.v1.AuthorizeUserResponse.until:type_name -> google.protobuf.Timestamp
-	46, // 10: roaming.v1.VerifyLoginResponse.user:type_name -> record.v1.User
-	17, // 11: roaming.v1.ReplicateDirectoryRequest.held:type_name -> roaming.v1.BatchVersion
-	17, // 12: roaming.v1.BatchUpdate.version:type_name -> roaming.v1.BatchVersion
+	46, // 7: roaming.v1.StoreGroupRequest.join:type_name -> record.v1.Member
+	45, // 8: roaming.v1.StoreGroupResponse.group:type_name -> record.v1.Group
+	47, // 9: roaming.v1.AuthorizeUserResponse.until:type_name -> google.protobuf.Timestamp
+	48, // 10: roaming.v1.VerifyLoginResponse.user:type_name -> record.v1.User
+	19, // 11: roaming.v1.ReplicateDirectoryRequest.held:type_name -> roaming.v1.BatchVersion
+	19, // 12: roaming.v1.BatchUpdate.version:type_name -> roaming.v1.BatchVersion
 	2,  // 13: roaming.v1.BatchUpdate.records:type_name -> roaming.v1.DirectoryRecord
-	19, // 14: roaming.v1.ReplicateDirectoryResponse.updates:type_name -> roaming.v1.BatchUpdate
-	47, // 15: roaming.v1.FetchHistoryResponse.messages:type_name -> record.v1.Message
-	25, // 16: roaming.v1.ListUserGroupsResponse.groups:type_name -> roaming.v1.UserGroup
-	43, // 17: roaming.v1.UserGroup.group:type_name -> record.v1.Group
-	47, // 18: roaming.v1.SubmitRequest.messages:type_name -> record.v1.Message
-	28, // 19: roaming.v1.SubmitResponse.results:type_name -> roaming.v1.SubmitResult
-	45, // 20: roaming.v1.SubmitResult.committed_at:type_name -> google.protobuf.Timestamp
-	48, // 21: roaming.v1.DeliverRequest.items:type_name -> record.v1.Fanout
-	49, // 22: roaming.v1.DeliverRequest.presence:type_name -> record.v1.PresenceChange
-	45, // 23: roaming.v1.HeartbeatRequest.sent_at:type_name -> google.protobuf.Timestamp
-	45, // 24: roaming.v1.HeartbeatResponse.received_at:type_name -> google.protobuf.Timestamp
-	33, // 25: roaming.v1.HeartbeatResponse.links:type_name -> roaming.v1.LinkView
+	21, // 14: roaming.v1.ReplicateDirectoryResponse.updates:type_name -> roaming.v1.BatchUpdate
+	49, // 15: roaming.v1.FetchHistoryResponse.messages:type_name -> record.v1.Message
+	27, // 16: roaming.v1.ListUserGroupsResponse.groups:type_name -> roaming.v1.UserGroup
+	45, // 17: roaming.v1.UserGroup.group:type_name -> record.v1.Group
+	49, // 18: roaming.v1.SubmitRequest.messages:type_name -> record.v1.Message
+	30, // 19: roaming.v1.SubmitResponse.results:type_name -> roaming.v1.SubmitResult
+	47, // 20: roaming.v1.SubmitResult.committed_at:type_name -> google.protobuf.Timestamp
+	50, // 21: roaming.v1.DeliverRequest.items:type_name -> record.v1.Fanout
+	51, // 22: roaming.v1.DeliverRequest.presence:type_name -> record.v1.PresenceChange
+	47, // 23: roaming.v1.HeartbeatRequest.sent_at:type_name -> google.protobuf.Timestamp
+	47, // 24: roaming.v1.HeartbeatResponse.received_at:type_name -> google.protobuf.Timestamp
+	35, // 25: roaming.v1.HeartbeatResponse.links:type_name -> roaming.v1.LinkView
 	1,  // 26: roaming.v1.LinkView.state:type_name -> roaming.v1.LinkState
-	36, // 27: roaming.v1.RelayRequest.open:type_name -> roaming.v1.RelayOpen
+	38, // 27: roaming.v1.RelayRequest.open:type_name -> roaming.v1.RelayOpen
 	1,  // 28: roaming.v1.DrillResponse.state:type_name -> roaming.v1.LinkState
-	41, // 29: roaming.v1.ResyncResponse.result:type_name -> roaming.v1.ResyncResult
+	43, // 29: roaming.v1.ResyncResponse.result:type_name -> roaming.v1.ResyncResult
 	3,  // 30: roaming.v1.DataService.Locate:input_type -> roaming.v1.LocateRequest
 	6,  // 31: roaming.v1.DataService.GetGroup:input_type -> roaming.v1.GetGroupRequest
 	9,  // 32: roaming.v1.DataService.StoreGroup:input_type -> roaming.v1.StoreGroupRequest
 	11, // 33: roaming.v1.DataService.VerifyLogin:input_type -> roaming.v1.VerifyLoginRequest
-	15, // 34: roaming.v1.DataService.UpdateLocation:input_type -> roaming.v1.UpdateLocationRequest
-	18, // 35: roaming.v1.DataService.ReplicateDirectory:input_type -> roaming.v1.ReplicateDirectoryRequest
-	21, // 36: roaming.v1.DataService.FetchHistory:input_type -> roaming.v1.FetchHistoryRequest
-	23, // 37: roaming.v1.DataService.ListUserGroups:input_type -> roaming.v1.ListUserGroupsRequest
-	39, // 38: roaming.v1.DataService.Resync:input_type -> roaming.v1.ResyncRequest
+	17, // 34: roaming.v1.DataService.UpdateLocation:input_type -> roaming.v1.UpdateLocationRequest
+	20, // 35: roaming.v1.DataService.ReplicateDirectory:input_type -> roaming.v1.ReplicateDirectoryRequest
+	23, // 36: roaming.v1.DataService.FetchHistory:input_type -> roaming.v1.FetchHistoryRequest
+	25, // 37: roaming.v1.DataService.ListUserGroups:input_type -> roaming.v1.ListUserGroupsRequest
+	41, // 38: roaming.v1.DataService.Resync:input_type -> roaming.v1.ResyncRequest
 	12, // 39: roaming.v1.DataService.AuthorizeUser:input_type -> roaming.v1.AuthorizeUserRequest
-	26, // 40: roaming.v1.BusinessService.Submit:input_type -> roaming.v1.SubmitRequest
-	29, // 41: roaming.v1.BusinessService.Deliver:input_type -> roaming.v1.DeliverRequest
-	31, // 42: roaming.v1.BusinessService.Heartbeat:input_type -> roaming.v1.HeartbeatRequest
-	34, // 43: roaming.v1.BusinessService.Relay:input_type -> roaming.v1.RelayRequest
-	37, // 44: roaming.v1.BusinessService.Drill:input_type -> roaming.v1.DrillRequest
-	5,  // 45: roaming.v1.DataService.Locate:output_type -> roaming.v1.LocateResponse
-	7,  // 46: roaming.v1.DataService.GetGroup:output_type -> roaming.v1.GetGroupResponse
-	10, // 47: roaming.v1.DataService.StoreGroup:output_type -> roaming.v1.StoreGroupResponse
-	14, // 48: roaming.v1.DataService.VerifyLogin:output_type -> roaming.v1.VerifyLoginResponse
-	16, // 49: roaming.v1.DataService.UpdateLocation:output_type -> roaming.v1.UpdateLocationResponse
-	20, // 50: roaming.v1.DataService.ReplicateDirectory:output_type -> roaming.v1.ReplicateDirectoryResponse
-	22, // 51: roaming.v1.DataService.FetchHistory:output_type -> roaming.v1.FetchHistoryResponse
-	24, // 52: roaming.v1.DataService.ListUserGroups:output_type -> roaming.v1.ListUserGroupsResponse
-	40, // 53: roaming.v1.DataService.Resync:output_type -> roaming.v1.ResyncResponse
-	13, // 54: roaming.v1.DataService.AuthorizeUser:output_type -> roaming.v1.AuthorizeUserResponse
-	27, // 55: roaming.v1.BusinessService.Submit:output_type -> roaming.v1.SubmitResponse
-	30, // 56: roaming.v1.BusinessService.Deliver:output_type -> roaming.v1.DeliverResponse
-	32, // 57: roaming.v1.BusinessService.Heartbeat:output_type -> roaming.v1.HeartbeatResponse
-	35, // 58: roaming.v1.BusinessService.Relay:output_type -> roaming.v1.RelayResponse
-	38, // 59: roaming.v1.BusinessService.Drill:output_type -> roaming.v1.DrillResponse
-	45, // [45:60] is the sub-list for method output_type
-	30, // [30:45] is the sub-list for method input_type
+	13, // 40: roaming.v1.DataService.ClaimUsername:input_type -> roaming.v1.ClaimUsernameRequest
+	28, // 41: roaming.v1.BusinessService.Submit:input_type -> roaming.v1.SubmitRequest
+	31, // 42: roaming.v1.BusinessService.Deliver:input_type -> roaming.v1.DeliverRequest
+	33, // 43: roaming.v1.BusinessService.Heartbeat:input_type -> roaming.v1.HeartbeatRequest
+	36, // 44: roaming.v1.BusinessService.Relay:input_type -> roaming.v1.RelayRequest
+	39, // 45: roaming.v1.BusinessService.Drill:input_type -> roaming.v1.DrillRequest
+	5,  // 46: roaming.v1.DataService.Locate:output_type -> roaming.v1.LocateResponse
+	7,  // 47: roaming.v1.DataService.GetGroup:output_type -> roaming.v1.GetGroupResponse
+	10, // 48: roaming.v1.DataService.StoreGroup:output_type -> roaming.v1.StoreGroupResponse
+	16, // 49: roaming.v1.DataService.VerifyLogin:output_type -> roaming.v1.VerifyLoginResponse
+	18, // 50: roaming.v1.DataService.UpdateLocation:output_type -> roaming.v1.UpdateLocationResponse
+	22, // 51: roaming.v1.DataService.ReplicateDirectory:output_type -> roaming.v1.ReplicateDirectoryResponse
+	24, // 52: roaming.v1.DataService.FetchHistory:output_type -> roaming.v1.FetchHistoryResponse
+	26, // 53: roaming.v1.DataService.ListUserGroups:output_type -> roaming.v1.ListUserGroupsResponse
+	42, // 54: roaming.v1.DataService.Resync:output_type -> roaming.v1.ResyncResponse
+	15, // 55: roaming.v1.DataService.AuthorizeUser:output_type -> roaming.v1.AuthorizeUserResponse
+	14, // 56: roaming.v1.DataService.ClaimUsername:output_type -> roaming.v1.ClaimUsernameResponse
+	29, // 57: roaming.v1.BusinessService.Submit:output_type -> roaming.v1.SubmitResponse
+	32, // 58: roaming.v1.BusinessService.Deliver:output_type -> roaming.v1.DeliverResponse
+	34, // 59: roaming.v1.BusinessService.Heartbeat:output_type -> roaming.v1.HeartbeatResponse
+	37, // 60: roaming.v1.BusinessService.Relay:output_type -> roaming.v1.RelayResponse
+	40, // 61: roaming.v1.BusinessService.Drill:output_type -> roaming.v1.DrillResponse
+	46, // [46:62] is the sub-list for method output_type
+	30, // [30:46] is the sub-list for method input_type
 	30, // [30:30] is the sub-list for extension type_name
 	30, // [30:30] is the sub-list for extension extendee
 	0,  // [0:30] is the sub-list for field type_name
@@ -2772,7 +2860,7 @@ func file_roaming_v1_roaming_proto_init() {
 		(*StoreGroupRequest_Join)(nil),
 		(*StoreGroupRequest_Leave)(nil),
 	}
-	file_roaming_v1_roaming_proto_msgTypes[32].OneofWrappers = []any{
+	file_roaming_v1_roaming_proto_msgTypes[34].OneofWrappers = []any{
 		(*RelayRequest_Open)(nil),
 		(*RelayRequest_Data)(nil),
 	}
@@ -2782,7 +2870,7 @@ func file_roaming_v1_roaming_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_roaming_v1_roaming_proto_rawDesc), len(file_roaming_v1_roaming_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   41,
+			NumMessages:   43,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

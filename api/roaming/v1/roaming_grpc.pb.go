@@ -36,6 +36,7 @@ const (
 	DataService_ListUserGroups_FullMethodName     = "/roaming.v1.DataService/ListUserGroups"
 	DataService_Resync_FullMethodName             = "/roaming.v1.DataService/Resync"
 	DataService_AuthorizeUser_FullMethodName      = "/roaming.v1.DataService/AuthorizeUser"
+	DataService_ClaimUsername_FullMethodName      = "/roaming.v1.DataService/ClaimUsername"
 )
 
 // DataServiceClient is the client API for DataService service.
@@ -74,6 +75,13 @@ type DataServiceClient interface {
 	// the home verified. Group homes ask before serving a peer's request
 	// made for a user homed elsewhere.
 	AuthorizeUser(ctx context.Context, in *AuthorizeUserRequest, opts ...grpc.CallOption) (*AuthorizeUserResponse, error)
+	// ClaimUsername asks the called region to let the caller register a
+	// username. The called region refuses with ALREADY_EXISTS when it knows
+	// a user by that name, and with ABORTED while it has let another region
+	// (itself included) claim the name in the last few seconds. A region
+	// registers a name only once every peer that answers has let it, so two
+	// regions cannot both register one name at the same moment.
+	ClaimUsername(ctx context.Context, in *ClaimUsernameRequest, opts ...grpc.CallOption) (*ClaimUsernameResponse, error)
 }
 
 type dataServiceClient struct {
@@ -184,6 +192,16 @@ func (c *dataServiceClient) AuthorizeUser(ctx context.Context, in *AuthorizeUser
 	return out, nil
 }
 
+func (c *dataServiceClient) ClaimUsername(ctx context.Context, in *ClaimUsernameRequest, opts ...grpc.CallOption) (*ClaimUsernameResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ClaimUsernameResponse)
+	err := c.cc.Invoke(ctx, DataService_ClaimUsername_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // DataServiceServer is the server API for DataService service.
 // All implementations must embed UnimplementedDataServiceServer
 // for forward compatibility.
@@ -220,6 +238,13 @@ type DataServiceServer interface {
 	// the home verified. Group homes ask before serving a peer's request
 	// made for a user homed elsewhere.
 	AuthorizeUser(context.Context, *AuthorizeUserRequest) (*AuthorizeUserResponse, error)
+	// ClaimUsername asks the called region to let the caller register a
+	// username. The called region refuses with ALREADY_EXISTS when it knows
+	// a user by that name, and with ABORTED while it has let another region
+	// (itself included) claim the name in the last few seconds. A region
+	// registers a name only once every peer that answers has let it, so two
+	// regions cannot both register one name at the same moment.
+	ClaimUsername(context.Context, *ClaimUsernameRequest) (*ClaimUsernameResponse, error)
 	mustEmbedUnimplementedDataServiceServer()
 }
 
@@ -259,6 +284,9 @@ func (UnimplementedDataServiceServer) Resync(context.Context, *ResyncRequest) (*
 }
 func (UnimplementedDataServiceServer) AuthorizeUser(context.Context, *AuthorizeUserRequest) (*AuthorizeUserResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method AuthorizeUser not implemented")
+}
+func (UnimplementedDataServiceServer) ClaimUsername(context.Context, *ClaimUsernameRequest) (*ClaimUsernameResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ClaimUsername not implemented")
 }
 func (UnimplementedDataServiceServer) mustEmbedUnimplementedDataServiceServer() {}
 func (UnimplementedDataServiceServer) testEmbeddedByValue()                     {}
@@ -461,6 +489,24 @@ func _DataService_AuthorizeUser_Handler(srv interface{}, ctx context.Context, de
 	return interceptor(ctx, in, info, handler)
 }
 
+func _DataService_ClaimUsername_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ClaimUsernameRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(DataServiceServer).ClaimUsername(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: DataService_ClaimUsername_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(DataServiceServer).ClaimUsername(ctx, req.(*ClaimUsernameRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // DataService_ServiceDesc is the grpc.ServiceDesc for DataService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -507,6 +553,10 @@ var DataService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "AuthorizeUser",
 			Handler:    _DataService_AuthorizeUser_Handler,
+		},
+		{
+			MethodName: "ClaimUsername",
+			Handler:    _DataService_ClaimUsername_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
