@@ -116,33 +116,13 @@ func TestFollowerBackoffResets(t *testing.T) {
 		OnReady: func(*clientv1.Ready) { readies <- time.Now() },
 		OnError: func(error) { broken <- time.Now() },
 	})
-	fctx, stop := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		if err := f.Run(fctx); err != nil {
-			t.Errorf("follower: %v", err)
-		}
-	})
-	defer func() {
-		stop()
-		wg.Wait()
-	}()
+	defer runFollower(t, ctx, f)()
 
-	next := func(c <-chan time.Time, what string) time.Time {
-		t.Helper()
-		select {
-		case at := <-c:
-			return at
-		case <-ctx.Done():
-			t.Fatalf("no %s", what)
-			return time.Time{}
-		}
-	}
-	next(readies, "first Ready")
+	nextTime(t, ctx, readies, "first Ready")
 	for i := range breaks {
 		tr.breakAll()
-		at := next(broken, "error after the break")
-		back := next(readies, "Ready after the break").Sub(at)
+		at := nextTime(t, ctx, broken, "error after the break")
+		back := nextTime(t, ctx, readies, "Ready after the break").Sub(at)
 		t.Logf("break %d: Ready again after %s", i+1, back)
 		if back > limit {
 			t.Errorf("break %d: Ready again after %s, want under %s (RetryMin %s)", i+1, back, limit, retryMin)

@@ -125,16 +125,9 @@ func TestFollowerInOrderOnce(t *testing.T) {
 		},
 		OnSkip: func(g string, from, to uint64) { t.Errorf("skipped %s %d-%d", g, from, to) },
 	})
-	fctx, stop := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		if err := f.Run(fctx); err != nil {
-			t.Errorf("follower: %v", err)
-		}
-	})
+	stop := runFollower(t, ctx, f)
 	defer func() {
 		stop()
-		wg.Wait()
 		if f.Last(gid) != n {
 			t.Errorf("Last = %d, want %d", f.Last(gid), n)
 		}
@@ -226,5 +219,35 @@ func TestReadToken(t *testing.T) {
 	}
 	if _, err := ReadToken(dir + "/missing"); err == nil {
 		t.Error("missing file: no error")
+	}
+}
+
+// runFollower runs f until the returned stop is called, which waits for
+// Run to return; Run returning an error fails the test.
+func runFollower(t *testing.T, ctx context.Context, f *Follower) (stop func()) {
+	t.Helper()
+	fctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if err := f.Run(fctx); err != nil {
+			t.Errorf("follower: %v", err)
+		}
+	})
+	return func() {
+		cancel()
+		wg.Wait()
+	}
+}
+
+// nextTime takes the next time from c, failing the test when ctx ends
+// first.
+func nextTime(t *testing.T, ctx context.Context, c <-chan time.Time, what string) time.Time {
+	t.Helper()
+	select {
+	case at := <-c:
+		return at
+	case <-ctx.Done():
+		t.Fatalf("no %s", what)
+		return time.Time{}
 	}
 }

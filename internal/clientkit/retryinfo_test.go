@@ -178,31 +178,11 @@ func TestFollowerHonoursRetryInfo(t *testing.T) {
 			}
 		},
 	})
-	fctx, stop := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		if err := f.Run(fctx); err != nil {
-			t.Errorf("follower: %v", err)
-		}
-	})
-	defer func() {
-		stop()
-		wg.Wait()
-	}()
+	defer runFollower(t, ctx, f)()
 
-	next := func(c <-chan time.Time, what string) time.Time {
-		t.Helper()
-		select {
-		case at := <-c:
-			return at
-		case <-ctx.Done():
-			t.Fatalf("no %s", what)
-			return time.Time{}
-		}
-	}
 	var at []time.Time
 	for range refusals {
-		at = append(at, next(refused, "refusal"))
+		at = append(at, nextTime(t, ctx, refused, "refusal"))
 	}
 	for i := 1; i < len(at); i++ {
 		if gap := at[i].Sub(at[i-1]); gap < delay {
@@ -227,7 +207,7 @@ func TestFollowerHonoursRetryInfo(t *testing.T) {
 
 	closeHold.Do(hold.Close)
 	freed := time.Now()
-	back := next(readies, "Ready once the slot is free").Sub(freed)
+	back := nextTime(t, ctx, readies, "Ready once the slot is free").Sub(freed)
 	t.Logf("Ready %s after the slot was freed", back.Round(time.Millisecond))
 	if limit := delay + delay/4 + time.Second; back > limit {
 		t.Errorf("Ready %s after the slot was freed, want within %s", back, limit)
