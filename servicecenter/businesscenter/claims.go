@@ -45,6 +45,9 @@ type claim struct {
 	region     string
 	until      time.Time
 	committing bool
+	// holders counts this region's registrations of the name in
+	// progress, which drop the claim one by one.
+	holders int
 }
 
 func newClaims(now func() time.Time) *claims {
@@ -70,7 +73,13 @@ func (c *claims) take(name, region string) error {
 		}
 		c.lastSweep = now
 	}
-	c.byName[name] = claim{region: region, until: now.Add(claimTTL)}
+	cl, ok := c.byName[name]
+	if !ok || cl.region != region || !now.Before(cl.until) {
+		cl = claim{region: region}
+	}
+	cl.until = now.Add(claimTTL)
+	cl.holders++
+	c.byName[name] = cl
 	return nil
 }
 
@@ -84,17 +93,25 @@ func (c *claims) confirm(name, region string) bool {
 	if !ok || cl.region != region || !now.Before(cl.until) {
 		return false
 	}
-	c.byName[name] = claim{region: region, until: now.Add(claimTTL), committing: true}
+	cl.until, cl.committing = now.Add(claimTTL), true
+	c.byName[name] = cl
 	return true
 }
 
-// drop ends region's claim on name, if it holds it.
+// drop ends one of region's registrations of name; the claim ends with
+// the last.
 func (c *claims) drop(name, region string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if cl, ok := c.byName[name]; ok && cl.region == region {
-		delete(c.byName, name)
+	cl, ok := c.byName[name]
+	if !ok || cl.region != region {
+		return
 	}
+	if cl.holders--; cl.holders > 0 {
+		c.byName[name] = cl
+		return
+	}
+	delete(c.byName, name)
 }
 
 // ClaimUsername lets region register name, unless this region knows a

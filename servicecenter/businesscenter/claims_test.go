@@ -46,6 +46,10 @@ func TestClaims(t *testing.T) {
 			take("n", "ap", false), wait(claimTTL - time.Millisecond), take("n", "eu", true),
 		}},
 		{"drop frees the name for anyone", []step{take("n", "ap", false), drop("n", "ap"), take("n", "us", false)}},
+		{"a claim taken twice ends with the second drop", []step{
+			take("n", "eu", false), take("n", "eu", false), confirm("n", "eu", false), drop("n", "eu"),
+			confirm("n", "eu", false), take("n", "us", true), drop("n", "eu"), take("n", "us", false),
+		}},
 		{"drop by another region changes nothing", []step{take("n", "ap", false), drop("n", "eu"), take("n", "eu", true)}},
 		{"names are apart", []step{take("n", "ap", false), take("m", "us", false), confirm("n", "ap", false), confirm("m", "us", false)}},
 		{"confirm without a claim fails", []step{confirm("n", "eu", true)}},
