@@ -6,6 +6,7 @@ import (
 	"log/slog"
 
 	"github.com/nats-io/nats.go"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -126,6 +127,7 @@ func (s *Server) GetHistory(ctx context.Context, req *clientv1.GetHistoryRequest
 // newly committed message on the bus for this region's nodes and hands it
 // to the roaming system for the other regions, in commit order.
 func (s *Server) publishCommitted(msgs []*recordv1.Message) {
+	items := make([]*recordv1.Fanout, 0, len(msgs))
 	for _, m := range msgs {
 		g, err := s.store.Group(m.GetGroupId())
 		if err != nil {
@@ -137,20 +139,55 @@ func (s *Server) publishCommitted(msgs []*recordv1.Message) {
 		for i, mem := range g.GetMembers() {
 			f.Recipients[i] = mem.GetUserId()
 		}
-		s.publish(s.fanoutSubject, f)
+		items = append(items, f)
 		if s.roaming != nil {
 			s.roaming.Committed(g, m)
 		}
 	}
+	s.publishFanouts(items)
 }
 
 // Deliver hands messages committed at another region to the sessions of
 // their recipients in this region. The roaming system calls it, in the
 // order the home committed them.
 func (s *Server) Deliver(items []*recordv1.Fanout) {
-	for _, f := range items {
-		s.publish(s.fanoutSubject, f)
+	s.publishFanouts(items)
+}
+
+// publishFanouts puts items on the bus, in order, in as few bus messages
+// as the bus's payload limit allows: one bus message, and one wakeup of
+// every node's subscriber, per batch rather than per message.
+func (s *Server) publishFanouts(items []*recordv1.Fanout) {
+	for _, part := range splitFanouts(items, int(s.bus.MaxPayload())-fanoutsHeadroom) {
+		s.publish(s.fanoutSubject, &recordv1.Fanouts{Items: part})
 	}
+}
+
+// fanoutsHeadroom is room under the bus's payload limit for what a bus
+// message carries besides the payload.
+const fanoutsHeadroom = 1 << 10
+
+// splitFanouts cuts items, in order, into runs whose Fanouts encoding is at
+// most limit bytes. An item too large for any run goes alone (the bus then
+// refuses it, and the refusal is logged).
+func splitFanouts(items []*recordv1.Fanout, limit int) [][]*recordv1.Fanout {
+	var (
+		parts [][]*recordv1.Fanout
+		start int
+		size  int
+	)
+	for i, f := range items {
+		n := protowire.SizeTag(1) + protowire.SizeBytes(proto.Size(f))
+		if i > start && size+n > limit {
+			parts = append(parts, items[start:i])
+			start, size = i, 0
+		}
+		size += n
+	}
+	if start < len(items) {
+		parts = append(parts, items[start:])
+	}
+	return parts
 }
 
 // Receipt tells a sender's sessions what became of a message that was
@@ -191,16 +228,26 @@ func (s *Server) publish(subject string, m proto.Message) {
 	}
 }
 
-// onFanout hands a committed message to the sessions of its recipients on
+// onFanout hands committed messages to the sessions of their recipients on
 // this node. The bus calls it from one goroutine, in publish order.
 func (s *Server) onFanout(msg *nats.Msg) {
-	f := new(recordv1.Fanout)
-	err := proto.Unmarshal(msg.Data, f)
-	if err != nil {
+	batch := new(recordv1.Fanouts)
+	if err := proto.Unmarshal(msg.Data, batch); err != nil {
 		s.log.Warn("fanout: undecodable bus message", slog.Any("err", err))
 		return
 	}
-	var em *encodedMessage
+	for _, f := range batch.GetItems() {
+		s.fanout(f)
+	}
+}
+
+// fanout hands one committed message to the sessions of its recipients on
+// this node.
+func (s *Server) fanout(f *recordv1.Fanout) {
+	var (
+		em  *encodedMessage
+		err error
+	)
 	for _, uid := range f.GetRecipients() {
 		for _, ss := range s.hub.sessionsOf(uid) {
 			if em == nil {

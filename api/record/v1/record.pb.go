@@ -566,6 +566,54 @@ func (x *Fanout) GetRecipients() []string {
 	return nil
 }
 
+// Fanouts is what a region's bus carries to its service-center nodes:
+// committed messages with their recipients, in commit order. A commit
+// batch, or a batch delivered by another region, goes in one bus message
+// when it fits the bus's payload limit, in several in order when not.
+type Fanouts struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Items         []*Fanout              `protobuf:"bytes,1,rep,name=items,proto3" json:"items,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Fanouts) Reset() {
+	*x = Fanouts{}
+	mi := &file_record_v1_record_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Fanouts) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Fanouts) ProtoMessage() {}
+
+func (x *Fanouts) ProtoReflect() protoreflect.Message {
+	mi := &file_record_v1_record_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Fanouts.ProtoReflect.Descriptor instead.
+func (*Fanouts) Descriptor() ([]byte, []int) {
+	return file_record_v1_record_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *Fanouts) GetItems() []*Fanout {
+	if x != nil {
+		return x.Items
+	}
+	return nil
+}
+
 // PresenceChange is a user's sessions on one service-center node going from
 // none to some (online) or back (offline), for the listed co-members.
 type PresenceChange struct {
@@ -584,7 +632,7 @@ type PresenceChange struct {
 
 func (x *PresenceChange) Reset() {
 	*x = PresenceChange{}
-	mi := &file_record_v1_record_proto_msgTypes[6]
+	mi := &file_record_v1_record_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -596,7 +644,7 @@ func (x *PresenceChange) String() string {
 func (*PresenceChange) ProtoMessage() {}
 
 func (x *PresenceChange) ProtoReflect() protoreflect.Message {
-	mi := &file_record_v1_record_proto_msgTypes[6]
+	mi := &file_record_v1_record_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -609,7 +657,7 @@ func (x *PresenceChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PresenceChange.ProtoReflect.Descriptor instead.
 func (*PresenceChange) Descriptor() ([]byte, []int) {
-	return file_record_v1_record_proto_rawDescGZIP(), []int{6}
+	return file_record_v1_record_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *PresenceChange) GetUserId() string {
@@ -679,7 +727,7 @@ type OutboxEntry struct {
 
 func (x *OutboxEntry) Reset() {
 	*x = OutboxEntry{}
-	mi := &file_record_v1_record_proto_msgTypes[7]
+	mi := &file_record_v1_record_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -691,7 +739,7 @@ func (x *OutboxEntry) String() string {
 func (*OutboxEntry) ProtoMessage() {}
 
 func (x *OutboxEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_record_v1_record_proto_msgTypes[7]
+	mi := &file_record_v1_record_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -704,7 +752,7 @@ func (x *OutboxEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutboxEntry.ProtoReflect.Descriptor instead.
 func (*OutboxEntry) Descriptor() ([]byte, []int) {
-	return file_record_v1_record_proto_rawDescGZIP(), []int{7}
+	return file_record_v1_record_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *OutboxEntry) GetSeq() uint64 {
@@ -776,7 +824,7 @@ type LocationUpdate struct {
 
 func (x *LocationUpdate) Reset() {
 	*x = LocationUpdate{}
-	mi := &file_record_v1_record_proto_msgTypes[8]
+	mi := &file_record_v1_record_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -788,7 +836,7 @@ func (x *LocationUpdate) String() string {
 func (*LocationUpdate) ProtoMessage() {}
 
 func (x *LocationUpdate) ProtoReflect() protoreflect.Message {
-	mi := &file_record_v1_record_proto_msgTypes[8]
+	mi := &file_record_v1_record_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -801,7 +849,7 @@ func (x *LocationUpdate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LocationUpdate.ProtoReflect.Descriptor instead.
 func (*LocationUpdate) Descriptor() ([]byte, []int) {
-	return file_record_v1_record_proto_rawDescGZIP(), []int{8}
+	return file_record_v1_record_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *LocationUpdate) GetUserId() string {
@@ -844,7 +892,7 @@ type Receipt struct {
 
 func (x *Receipt) Reset() {
 	*x = Receipt{}
-	mi := &file_record_v1_record_proto_msgTypes[9]
+	mi := &file_record_v1_record_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -856,7 +904,7 @@ func (x *Receipt) String() string {
 func (*Receipt) ProtoMessage() {}
 
 func (x *Receipt) ProtoReflect() protoreflect.Message {
-	mi := &file_record_v1_record_proto_msgTypes[9]
+	mi := &file_record_v1_record_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -869,7 +917,7 @@ func (x *Receipt) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Receipt.ProtoReflect.Descriptor instead.
 func (*Receipt) Descriptor() ([]byte, []int) {
-	return file_record_v1_record_proto_rawDescGZIP(), []int{9}
+	return file_record_v1_record_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Receipt) GetUserId() string {
@@ -993,7 +1041,9 @@ const file_record_v1_record_proto_rawDesc = "" +
 	"\amessage\x18\x01 \x01(\v2\x12.record.v1.MessageR\amessage\x12\x1e\n" +
 	"\n" +
 	"recipients\x18\x02 \x03(\tR\n" +
-	"recipients\"\xd5\x01\n" +
+	"recipients\"2\n" +
+	"\aFanouts\x12'\n" +
+	"\x05items\x18\x01 \x03(\v2\x11.record.v1.FanoutR\x05items\"\xd5\x01\n" +
 	"\x0ePresenceChange\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\x12\x1a\n" +
 	"\busername\x18\x02 \x01(\tR\busername\x12\x16\n" +
@@ -1037,7 +1087,7 @@ func file_record_v1_record_proto_rawDescGZIP() []byte {
 	return file_record_v1_record_proto_rawDescData
 }
 
-var file_record_v1_record_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_record_v1_record_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_record_v1_record_proto_goTypes = []any{
 	(*User)(nil),                  // 0: record.v1.User
 	(*Group)(nil),                 // 1: record.v1.Group
@@ -1045,35 +1095,37 @@ var file_record_v1_record_proto_goTypes = []any{
 	(*Message)(nil),               // 3: record.v1.Message
 	(*SessionToken)(nil),          // 4: record.v1.SessionToken
 	(*Fanout)(nil),                // 5: record.v1.Fanout
-	(*PresenceChange)(nil),        // 6: record.v1.PresenceChange
-	(*OutboxEntry)(nil),           // 7: record.v1.OutboxEntry
-	(*LocationUpdate)(nil),        // 8: record.v1.LocationUpdate
-	(*Receipt)(nil),               // 9: record.v1.Receipt
-	nil,                           // 10: record.v1.Group.SettingsEntry
-	(*timestamppb.Timestamp)(nil), // 11: google.protobuf.Timestamp
+	(*Fanouts)(nil),               // 6: record.v1.Fanouts
+	(*PresenceChange)(nil),        // 7: record.v1.PresenceChange
+	(*OutboxEntry)(nil),           // 8: record.v1.OutboxEntry
+	(*LocationUpdate)(nil),        // 9: record.v1.LocationUpdate
+	(*Receipt)(nil),               // 10: record.v1.Receipt
+	nil,                           // 11: record.v1.Group.SettingsEntry
+	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
 }
 var file_record_v1_record_proto_depIdxs = []int32{
-	11, // 0: record.v1.User.created_at:type_name -> google.protobuf.Timestamp
-	10, // 1: record.v1.Group.settings:type_name -> record.v1.Group.SettingsEntry
+	12, // 0: record.v1.User.created_at:type_name -> google.protobuf.Timestamp
+	11, // 1: record.v1.Group.settings:type_name -> record.v1.Group.SettingsEntry
 	2,  // 2: record.v1.Group.members:type_name -> record.v1.Member
-	11, // 3: record.v1.Group.created_at:type_name -> google.protobuf.Timestamp
-	11, // 4: record.v1.Group.updated_at:type_name -> google.protobuf.Timestamp
-	11, // 5: record.v1.Member.joined_at:type_name -> google.protobuf.Timestamp
-	11, // 6: record.v1.Message.sent_at:type_name -> google.protobuf.Timestamp
-	11, // 7: record.v1.Message.committed_at:type_name -> google.protobuf.Timestamp
-	11, // 8: record.v1.SessionToken.issued_at:type_name -> google.protobuf.Timestamp
-	11, // 9: record.v1.SessionToken.expires_at:type_name -> google.protobuf.Timestamp
+	12, // 3: record.v1.Group.created_at:type_name -> google.protobuf.Timestamp
+	12, // 4: record.v1.Group.updated_at:type_name -> google.protobuf.Timestamp
+	12, // 5: record.v1.Member.joined_at:type_name -> google.protobuf.Timestamp
+	12, // 6: record.v1.Message.sent_at:type_name -> google.protobuf.Timestamp
+	12, // 7: record.v1.Message.committed_at:type_name -> google.protobuf.Timestamp
+	12, // 8: record.v1.SessionToken.issued_at:type_name -> google.protobuf.Timestamp
+	12, // 9: record.v1.SessionToken.expires_at:type_name -> google.protobuf.Timestamp
 	3,  // 10: record.v1.Fanout.message:type_name -> record.v1.Message
-	11, // 11: record.v1.PresenceChange.at:type_name -> google.protobuf.Timestamp
-	11, // 12: record.v1.OutboxEntry.queued_at:type_name -> google.protobuf.Timestamp
-	3,  // 13: record.v1.OutboxEntry.submit:type_name -> record.v1.Message
-	8,  // 14: record.v1.OutboxEntry.location:type_name -> record.v1.LocationUpdate
-	11, // 15: record.v1.Receipt.committed_at:type_name -> google.protobuf.Timestamp
-	16, // [16:16] is the sub-list for method output_type
-	16, // [16:16] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	5,  // 11: record.v1.Fanouts.items:type_name -> record.v1.Fanout
+	12, // 12: record.v1.PresenceChange.at:type_name -> google.protobuf.Timestamp
+	12, // 13: record.v1.OutboxEntry.queued_at:type_name -> google.protobuf.Timestamp
+	3,  // 14: record.v1.OutboxEntry.submit:type_name -> record.v1.Message
+	9,  // 15: record.v1.OutboxEntry.location:type_name -> record.v1.LocationUpdate
+	12, // 16: record.v1.Receipt.committed_at:type_name -> google.protobuf.Timestamp
+	17, // [17:17] is the sub-list for method output_type
+	17, // [17:17] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_record_v1_record_proto_init() }
@@ -1081,7 +1133,7 @@ func file_record_v1_record_proto_init() {
 	if File_record_v1_record_proto != nil {
 		return
 	}
-	file_record_v1_record_proto_msgTypes[7].OneofWrappers = []any{
+	file_record_v1_record_proto_msgTypes[8].OneofWrappers = []any{
 		(*OutboxEntry_Submit)(nil),
 		(*OutboxEntry_Location)(nil),
 	}
@@ -1091,7 +1143,7 @@ func file_record_v1_record_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_record_v1_record_proto_rawDesc), len(file_record_v1_record_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
