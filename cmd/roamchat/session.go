@@ -100,10 +100,7 @@ func (f *follower) run(ctx context.Context) error {
 		case !f.started || !clientkit.Retryable(err):
 			return err
 		}
-		wait := f.retry.wait()
-		if d, ok := clientkit.RetryDelay(err); ok && d > wait {
-			wait = d
-		}
+		wait := clientkit.RetryWait(err, f.retry.wait())
 		fmt.Fprintf(f.a.stderr, "roamchat: %s: stream broken: %s; reconnecting in %s\n", f.op, f.a.describe(err), wait.Round(time.Millisecond))
 		if err := f.pause(ctx, wait); err != nil {
 			return nil

@@ -309,11 +309,7 @@ func (fl *fleet) send(loadCtx, callCtx context.Context, p sendPair) {
 		if attempt >= maxSendAttempts || !retryableSend(err) || loadCtx.Err() != nil {
 			return
 		}
-		d := wait
-		if ri, ok := clientkit.RetryDelay(err); ok && ri > d {
-			d = ri
-		}
-		if !sleepCtx(loadCtx, d) {
+		if !sleepCtx(loadCtx, clientkit.RetryWait(err, wait)) {
 			return
 		}
 		wait = min(2*wait, 2*time.Second)

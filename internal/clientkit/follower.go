@@ -216,15 +216,17 @@ func (b *backoff) reset() { b.wait = 0 }
 const maxRetryDelay = time.Minute
 
 // after returns the wait before the next attempt once err ended the last
-// one: the backoff's next wait, or longer when err is a refusal (a
-// RESOURCE_EXHAUSTED quota refusal, say) whose errdetails.RetryInfo asks
-// for longer. Then the wait is the delay asked for, capped at
-// maxRetryDelay, plus up to a quarter more at random: never sooner than
-// asked, and the clients one refusal turned away at the same moment do
-// not all come back at the same moment. The backoff advances either way,
-// so a run of refusals still doubles its own wait.
-func (b *backoff) after(err error) time.Duration {
-	wait := b.next()
+// one: RetryWait of the backoff's next wait. The backoff advances either
+// way, so a run of refusals still doubles its own wait.
+func (b *backoff) after(err error) time.Duration { return RetryWait(err, b.next()) }
+
+// RetryWait returns how long to wait before trying again after err: wait,
+// or longer when err is a refusal (a RESOURCE_EXHAUSTED quota refusal,
+// say) whose errdetails.RetryInfo asks for longer. Then the wait is the
+// delay asked for, capped at maxRetryDelay, plus up to a quarter more at
+// random: never sooner than asked, and the clients one refusal turned away
+// at the same moment do not all come back at the same moment.
+func RetryWait(err error, wait time.Duration) time.Duration {
 	d, ok := RetryDelay(err)
 	if !ok || d <= 0 {
 		return wait
