@@ -2,9 +2,11 @@ package business_test
 
 import (
 	"fmt"
+	"slices"
 	"testing"
 
 	recordv1 "github.com/roamfed/roamfed/api/record/v1"
+	roamingv1 "github.com/roamfed/roamfed/api/roaming/v1"
 	"github.com/roamfed/roamfed/internal/ids"
 	"github.com/roamfed/roamfed/roaming/resourcepool"
 )
@@ -65,4 +67,41 @@ func TestRefusedDeliveriesSentFromLog(t *testing.T) {
 		}
 	}
 	t.Logf("the full queue refused %d times; all %d messages delivered, each once", nodes["ap"].out["eu"].Refused(), n)
+}
+
+// TestRefusedForwardsSentLater has eu deliver to ap, in one batch, many
+// messages for an ap user roaming in us, far more than ap's tiny queue for
+// us holds: ap holds what the full queue refuses and sends it when the
+// queue has room, so us gets every message, in order.
+func TestRefusedForwardsSentLater(t *testing.T) {
+	nodes := startNodesWith(t, resourcepool.Limits{DeliverQueue: 8}, "ap", "eu", "us")
+	ap := nodes["ap"]
+	roamer := createUser(t, ap.store, "ap", "us")
+	gid := ids.New(ids.Group)
+	replicate(t, ap.store, "eu", groupRec(gid, "eu"))
+	replicate(t, nodes["us"].store, "ap", userRec(roamer, "ap", "us"))
+
+	const n = 100
+	req := &roamingv1.DeliverRequest{BatchId: 1}
+	for i := range n {
+		req.Items = append(req.Items, &recordv1.Fanout{Message: message(gid, fmt.Sprint("m", i), uint64(i+1)), Recipients: []string{roamer}})
+	}
+	stream := deliverStream(t, ap, "eu")
+	if err := stream.Send(req); err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := stream.Recv(); err != nil || resp.GetBatchId() != 1 {
+		t.Fatalf("ack = %v, %v", resp, err)
+	}
+	fs := nodes["us"].inbox.waitFor(t, "every message at us", func(fs []*recordv1.Fanout) bool {
+		return len(fs) >= n
+	})
+	if refused := ap.out["us"].Refused(); refused == 0 {
+		t.Fatalf("ap's queue of 8 to us refused nothing of %d forwards; the test did not exercise holding", n)
+	}
+	for i, f := range fs {
+		if f.GetMessage().GetSeq() != uint64(i+1) || !slices.Equal(f.GetRecipients(), []string{roamer}) {
+			t.Fatalf("us got %s; want seq 1..%d in order, each to the roamer once", showFanouts(fs), n)
+		}
+	}
 }

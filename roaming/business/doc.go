@@ -25,7 +25,9 @@
 // region one Fanout with its recipients. Inbound deliveries are
 // de-duplicated by message id and recipient; a recipient homed here but
 // connected elsewhere is forwarded there, since the home knows the location
-// first.
+// first. A forward that finds the queue full is held, in order, and sent
+// when it has room (at most 4,096 held): this region cannot read it again
+// from a log it does not keep.
 //
 // The Server answers peers: Submit commits through the region's Home,
 // Deliver hands batches to the Router, Heartbeat answers.

@@ -48,6 +48,17 @@ type Router struct {
 	// queue has room. Only run uses it.
 	behind map[string]map[string]uint64
 
+	// held holds, per region, deliveries forwarded to roaming users that
+	// the region's full queue refused, in order; catchUp sends them when
+	// the queue has room. This region does not home those messages'
+	// groups, so it cannot read them again from a log, and the home's
+	// resends are de-duplicated here: a forward dropped would be lost to
+	// the live stream. At most maxHeld are held.
+	heldMu   sync.Mutex
+	held     map[string][]*recordv1.Fanout
+	nHeld    int
+	heldLost atomic.Uint64
+
 	stop chan struct{}
 	done chan struct{}
 	once sync.Once
@@ -78,6 +89,7 @@ func NewRouter(region string, store *datacenter.Store, out map[string]*Deliverer
 		locCache: make(map[string]locEntry),
 		seen:     newRecentSet(1 << 18),
 		behind:   make(map[string]map[string]uint64),
+		held:     make(map[string][]*recordv1.Fanout),
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
 	}
@@ -156,8 +168,9 @@ const (
 )
 
 // catchUp sends again, from the groups' logs, the messages a peer's full
-// queue refused, while the queue has room.
+// queue refused, and the held forwards, while the queue has room.
 func (r *Router) catchUp() {
+	r.sendHeld()
 	for region, groups := range r.behind {
 		d := r.out[region]
 		for gid, from := range groups {
@@ -193,6 +206,52 @@ func (r *Router) catchUp() {
 		if len(groups) == 0 {
 			delete(r.behind, region)
 		}
+	}
+}
+
+// maxHeld bounds the forwards held for full queues, all regions together.
+const maxHeld = 4096
+
+// forward queues a delivery for users roaming in region, behind any held
+// for it; a full queue holds it for catchUp.
+func (r *Router) forward(region string, f *recordv1.Fanout) {
+	d, ok := r.out[region]
+	if !ok {
+		return
+	}
+	r.heldMu.Lock()
+	defer r.heldMu.Unlock()
+	if len(r.held[region]) == 0 && d.Enqueue(f, nil) {
+		return
+	}
+	if r.nHeld >= maxHeld {
+		if r.heldLost.Add(1)%1000 == 1 {
+			r.log.Warn("forwarding queue full and too much held; roaming recipients will find the gap and read it from history",
+				slog.String("region", region), slog.Uint64("lost", r.heldLost.Load()))
+		}
+		return
+	}
+	r.held[region] = append(r.held[region], f)
+	r.nHeld++
+}
+
+// sendHeld sends the held forwards, in order, while their queues have room.
+func (r *Router) sendHeld() {
+	r.heldMu.Lock()
+	defer r.heldMu.Unlock()
+	for region, fs := range r.held {
+		d := r.out[region]
+		n := 0
+		for n < len(fs) && d.Room() && d.Enqueue(fs[n], nil) {
+			n++
+		}
+		r.nHeld -= n
+		if n == len(fs) {
+			delete(r.held, region)
+			continue
+		}
+		clear(fs[:n])
+		r.held[region] = fs[n:]
 	}
 }
 
@@ -298,9 +357,7 @@ func (r *Router) Inbound(peer string, req *roamingv1.DeliverRequest) {
 			items = append(items, &recordv1.Fanout{Message: f.GetMessage(), Recipients: here})
 		}
 		for region, uids := range forward {
-			if d, ok := r.out[region]; ok {
-				d.Enqueue(&recordv1.Fanout{Message: f.GetMessage(), Recipients: uids}, nil)
-			}
+			r.forward(region, &recordv1.Fanout{Message: f.GetMessage(), Recipients: uids})
 		}
 	}
 	if lp == nil {
