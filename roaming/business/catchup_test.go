@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"testing"
+	"time"
 
 	recordv1 "github.com/roamfed/roamfed/api/record/v1"
 	roamingv1 "github.com/roamfed/roamfed/api/roaming/v1"
@@ -102,6 +103,57 @@ func TestRefusedForwardsSentLater(t *testing.T) {
 	for i, f := range fs {
 		if f.GetMessage().GetSeq() != uint64(i+1) || !slices.Equal(f.GetRecipients(), []string{roamer}) {
 			t.Fatalf("us got %s; want seq 1..%d in order, each to the roamer once", showFanouts(fs), n)
+		}
+	}
+}
+
+// TestRefusedPresenceSentLater has ap announce many users' presence at
+// once to eu through a tiny queue: what the full queue refuses is held and
+// sent when it has room, the latest change of each user and node
+// superseding older ones, so eu ends with every user's last state.
+func TestRefusedPresenceSentLater(t *testing.T) {
+	nodes := startNodesWith(t, resourcepool.Limits{DeliverQueue: 8}, "ap", "eu")
+	const n = 60
+	change := func(i int, online bool) *recordv1.PresenceChange {
+		return &recordv1.PresenceChange{UserId: fmt.Sprint("u_P", i), Username: fmt.Sprint("p", i), Online: online, Region: "ap", Node: "n1", Recipients: []string{"u_EU"}}
+	}
+	for i := range n {
+		nodes["ap"].router.Presence(change(i, true))
+	}
+	for i := range n {
+		nodes["ap"].router.Presence(change(i, i%2 == 0)) // the odd ones go offline
+	}
+	if nodes["ap"].out["eu"].Refused() == 0 {
+		t.Fatalf("ap's queue of 8 refused nothing of %d changes; the test did not exercise holding", 2*n)
+	}
+	in := nodes["eu"].inbox
+	last := func() map[string]bool {
+		in.mu.Lock()
+		defer in.mu.Unlock()
+		m := map[string]bool{}
+		for _, ch := range in.presence {
+			m[ch.GetUserId()] = ch.GetOnline()
+		}
+		return m
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		got := last()
+		ok := len(got) == n
+		for i := range n {
+			if online, seen := got[fmt.Sprint("u_P", i)]; !seen || online != (i%2 == 0) {
+				ok = false
+			}
+		}
+		if ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("eu's last presence of %d users: %v; want all %d, the odd ones offline", len(got), got, n)
+		}
+		select {
+		case <-in.changed:
+		case <-time.After(100 * time.Millisecond):
 		}
 	}
 }

@@ -58,6 +58,11 @@ type Router struct {
 	held     map[string][]*recordv1.Fanout
 	nHeld    int
 	heldLost atomic.Uint64
+	// heldPresence holds, per region, the latest presence change per user
+	// and node that the region's full queue refused; an older one for the
+	// same user and node is superseded.
+	heldPresence map[string]map[presenceKey]*recordv1.PresenceChange
+	nPresence    int
 
 	stop chan struct{}
 	done chan struct{}
@@ -90,8 +95,10 @@ func NewRouter(region string, store *datacenter.Store, out map[string]*Deliverer
 		seen:     newRecentSet(1 << 18),
 		behind:   make(map[string]map[string]uint64),
 		held:     make(map[string][]*recordv1.Fanout),
-		stop:     make(chan struct{}),
-		done:     make(chan struct{}),
+
+		heldPresence: make(map[string]map[presenceKey]*recordv1.PresenceChange),
+		stop:         make(chan struct{}),
+		done:         make(chan struct{}),
 	}
 	go r.run()
 	return r
@@ -136,12 +143,34 @@ func (r *Router) Committed(g *recordv1.Group, m *recordv1.Message) {
 	}
 }
 
-// Presence sends a local user's presence change to every peer.
+// Presence sends a local user's presence change to every peer. A peer
+// whose queue is full gets it later, unless a newer change of the same
+// user on the same node supersedes it.
 func (r *Router) Presence(ch *recordv1.PresenceChange) {
-	for _, d := range r.out {
-		d.Enqueue(nil, ch)
+	r.heldMu.Lock()
+	defer r.heldMu.Unlock()
+	for region, d := range r.out {
+		held := r.heldPresence[region]
+		if len(held) == 0 && d.Enqueue(nil, ch) {
+			continue
+		}
+		if held == nil {
+			held = make(map[presenceKey]*recordv1.PresenceChange)
+			r.heldPresence[region] = held
+		}
+		k := presenceKey{ch.GetUserId(), ch.GetNode()}
+		if _, ok := held[k]; !ok {
+			if r.nPresence >= maxHeld {
+				r.heldLost.Add(1)
+				continue
+			}
+			r.nPresence++
+		}
+		held[k] = ch
 	}
 }
+
+type presenceKey struct{ user, node string }
 
 func (r *Router) run() {
 	defer close(r.done)
@@ -209,7 +238,8 @@ func (r *Router) catchUp() {
 	}
 }
 
-// maxHeld bounds the forwards held for full queues, all regions together.
+// maxHeld bounds the forwards held for full queues, all regions together,
+// and apart from them the presence changes.
 const maxHeld = 4096
 
 // forward queues a delivery for users roaming in region, behind any held
@@ -235,10 +265,24 @@ func (r *Router) forward(region string, f *recordv1.Fanout) {
 	r.nHeld++
 }
 
-// sendHeld sends the held forwards, in order, while their queues have room.
+// sendHeld sends the held forwards, in order, and presence changes while
+// their queues have room.
 func (r *Router) sendHeld() {
 	r.heldMu.Lock()
 	defer r.heldMu.Unlock()
+	for region, held := range r.heldPresence {
+		d := r.out[region]
+		for k, ch := range held {
+			if !d.Room() || !d.Enqueue(nil, ch) {
+				break
+			}
+			delete(held, k)
+			r.nPresence--
+		}
+		if len(held) == 0 {
+			delete(r.heldPresence, region)
+		}
+	}
 	for region, fs := range r.held {
 		d := r.out[region]
 		n := 0
