@@ -203,6 +203,10 @@ func (c *Client) UpdateLocation(ctx context.Context, home string, req *roamingv1
 // logged and passed over, as Locate passes over it: a region cut off from
 // another still registers users, at the risk that the name turns out to
 // be taken there.
+//
+// A peer whose connection is being made (at start, or after a blip) is
+// waited for, up to the call timeout: passing over a peer that would have
+// answered is how two regions would both register a name.
 func (c *Client) ClaimUsername(ctx context.Context, username string) error {
 	ctx, cancel := c.callCtx(ctx)
 	defer cancel()
@@ -213,7 +217,7 @@ func (c *Client) ClaimUsername(ctx context.Context, username string) error {
 		wg.Go(func() {
 			stub, err := c.stub(peer)
 			if err == nil {
-				_, err = stub.ClaimUsername(ctx, &roamingv1.ClaimUsernameRequest{Username: username})
+				_, err = stub.ClaimUsername(ctx, &roamingv1.ClaimUsernameRequest{Username: username}, grpc.WaitForReady(true))
 			}
 			switch status.Code(err) {
 			case codes.OK:

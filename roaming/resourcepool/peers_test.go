@@ -318,9 +318,15 @@ func TestPeersReconnectsAfterRestart(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	// gRPC hands a call the new transport a moment before the connection
+	// reports READY; the report must follow.
 	conn, _ := p.Conn("eu")
-	if s := conn.GetState(); s != connectivity.Ready {
-		t.Fatalf("conn state %v after a successful call; want READY", s)
+	sctx, scancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer scancel()
+	for s := conn.GetState(); s != connectivity.Ready; s = conn.GetState() {
+		if !conn.WaitForStateChange(sctx, s) {
+			t.Fatalf("conn state %v 5s after a successful call; want READY", s)
+		}
 	}
 	if got := eu.callers(); len(got) == 0 || got[0] != "ap" {
 		t.Fatalf("restarted server saw callers %v; want ap", got)
