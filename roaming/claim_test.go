@@ -73,3 +73,37 @@ func TestUsernameRace(t *testing.T) {
 		t.Error("no race had a winner")
 	}
 }
+
+// TestRegisterWithRegionCutOff cuts us off from ap and eu: a name can
+// still be registered at ap, without us's leave, after the short wait for
+// a route rather than a call timeout, and is then taken at eu.
+func TestRegisterWithRegionCutOff(t *testing.T) {
+	fed := startFederation(t, "ap", "eu", "us")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, r := range []string{"ap", "eu"} {
+		if err := fed[r].Roaming().CutLink(ctx, "us", "test"); err != nil {
+			t.Fatalf("cut %s-us: %v", r, err)
+		}
+	}
+	t.Cleanup(func() {
+		for _, r := range []string{"ap", "eu"} {
+			if _, err := fed[r].Roaming().RestoreLink(context.Background(), "us", "test"); err != nil {
+				t.Errorf("restore %s-us: %v", r, err)
+			}
+		}
+	})
+	start := time.Now()
+	_, err := dial(t, fed["ap"]).Register(ctx, &clientv1.RegisterRequest{Username: "island", Password: "password-ap"})
+	took := time.Since(start)
+	if err != nil {
+		t.Fatalf("register at ap with us cut off: %v", err)
+	}
+	t.Logf("registered at ap, us cut off, in %s", took.Round(time.Millisecond))
+	if took >= 5*time.Second {
+		t.Errorf("registering took %s: waited for us's call timeout, not for a route", took)
+	}
+	if _, err := dial(t, fed["eu"]).Register(ctx, &clientv1.RegisterRequest{Username: "island", Password: "password-eu"}); status.Code(err) != codes.AlreadyExists {
+		t.Errorf("register at eu after ap: %v; want AlreadyExists", err)
+	}
+}

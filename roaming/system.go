@@ -373,7 +373,7 @@ func (s *System) UpdateLocation(_ context.Context, home string, req *roamingv1.U
 
 // ClaimUsername implements businesscenter.Roaming.
 func (s *System) ClaimUsername(ctx context.Context, username string) error {
-	return s.data.ClaimUsername(ctx, username)
+	return s.data.ClaimUsername(ctx, username, s.mesh.WaitRoute)
 }
 
 // ListUserGroups implements businesscenter.Roaming.

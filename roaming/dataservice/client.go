@@ -204,10 +204,13 @@ func (c *Client) UpdateLocation(ctx context.Context, home string, req *roamingv1
 // another still registers users, at the risk that the name turns out to
 // be taken there.
 //
-// A peer whose connection is being made (at start, or after a blip) is
-// waited for, up to the call timeout: passing over a peer that would have
-// answered is how two regions would both register a name.
-func (c *Client) ClaimUsername(ctx context.Context, username string) error {
+// A peer that would answer must not be passed over: that is how two
+// regions would both register a name. So, as in ResyncAll, a peer without
+// a route is given up to routeSettle to get one (waitRoute, the mesh's
+// WaitRoute; at start, until the first heartbeat), and its connection the
+// call timeout to be ready. A peer the mesh knows to be unreachable costs
+// a registration routeSettle.
+func (c *Client) ClaimUsername(ctx context.Context, username string, waitRoute func(context.Context, string) error) error {
 	ctx, cancel := c.callCtx(ctx)
 	defer cancel()
 	peers := c.peers.Names()
@@ -216,6 +219,11 @@ func (c *Client) ClaimUsername(ctx context.Context, username string) error {
 	for i, peer := range peers {
 		wg.Go(func() {
 			stub, err := c.stub(peer)
+			if err == nil && waitRoute != nil {
+				wctx, cancel := context.WithTimeout(ctx, routeSettle)
+				err = waitRoute(wctx, peer)
+				cancel()
+			}
 			if err == nil {
 				_, err = stub.ClaimUsername(ctx, &roamingv1.ClaimUsernameRequest{Username: username}, grpc.WaitForReady(true))
 			}
