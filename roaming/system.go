@@ -457,8 +457,11 @@ func (s *System) drillPeer(ctx context.Context, peer string, cut bool, reason st
 // route, the work waiting for the peer, and what was refused of the peer.
 type PeerStatus struct {
 	mesh.LinkStatus
-	OutboxItems      int
-	OutboxBytes      int64
+	OutboxItems int
+	OutboxBytes int64
+	// QueuedDeliveries counts what waits in memory for the peer: its
+	// delivery queue, and forwards and presence changes held while the
+	// queue was full.
 	QueuedDeliveries int
 	Window           resourcepool.WindowUsage
 	// RateRefused counts the peer's requests refused by the per-peer
@@ -485,7 +488,7 @@ func (s *System) Status() []PeerStatus {
 		out[i] = PeerStatus{LinkStatus: l, OutboxItems: items, OutboxBytes: bytes, Window: usage[l.Peer],
 			RateRefused: refused[l.Peer], DirectoryRefused: dirRefused[l.Peer]}
 		if d, ok := s.deliverers[l.Peer]; ok {
-			out[i].QueuedDeliveries = d.Queued()
+			out[i].QueuedDeliveries = d.Queued() + s.router.Held(l.Peer)
 		}
 	}
 	return out

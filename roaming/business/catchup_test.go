@@ -94,9 +94,16 @@ func TestRefusedForwardsSentLater(t *testing.T) {
 	if resp, err := stream.Recv(); err != nil || resp.GetBatchId() != 1 {
 		t.Fatalf("ack = %v, %v", resp, err)
 	}
+	// Acknowledged once routed: most of the batch is held now.
+	if held := ap.router.Held("us"); held == 0 {
+		t.Error("nothing held for us right after the batch")
+	}
 	fs := nodes["us"].inbox.waitFor(t, "every message at us", func(fs []*recordv1.Fanout) bool {
 		return len(fs) >= n
 	})
+	if held := ap.router.Held("us"); held != 0 {
+		t.Errorf("%d still held for us after every message arrived", held)
+	}
 	if refused := ap.out["us"].Refused(); refused == 0 {
 		t.Fatalf("ap's queue of 8 to us refused nothing of %d forwards; the test did not exercise holding", n)
 	}

@@ -265,6 +265,14 @@ func (r *Router) forward(region string, f *recordv1.Fanout) {
 	r.nHeld++
 }
 
+// Held returns how many forwards and presence changes are held for
+// region's full queue.
+func (r *Router) Held(region string) int {
+	r.heldMu.Lock()
+	defer r.heldMu.Unlock()
+	return len(r.held[region]) + len(r.heldPresence[region])
+}
+
 // sendHeld sends the held forwards, in order, and presence changes while
 // their queues have room.
 func (r *Router) sendHeld() {
