@@ -45,6 +45,12 @@ func (s *Server) Register(ctx context.Context, req *clientv1.RegisterRequest) (*
 	case !errors.Is(err, datacenter.ErrNotInDirectory):
 		return nil, err
 	}
+	// Hashing may wait for a slot; it comes before the claim, which must
+	// not lapse (claimTTL) while the user is stored.
+	hash, err := s.creds.hash(ctx, req.GetPassword())
+	if err != nil {
+		return nil, err
+	}
 	// Claim the name here and at every peer, so that no other region
 	// registers it before this one's directory record says it is taken.
 	if err := s.home.ClaimUsername(req.GetUsername(), s.cfg.Region); err != nil {
@@ -55,10 +61,6 @@ func (s *Server) Register(ctx context.Context, req *clientv1.RegisterRequest) (*
 		if err := s.roaming.ClaimUsername(ctx, req.GetUsername()); err != nil {
 			return nil, err
 		}
-	}
-	hash, err := s.creds.hash(ctx, req.GetPassword())
-	if err != nil {
-		return nil, err
 	}
 	if err := s.home.ConfirmClaim(req.GetUsername()); err != nil {
 		return nil, err
