@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/roamfed/roamfed/api/rpcstatus"
+	"github.com/roamfed/roamfed/internal/quota"
 	"github.com/roamfed/roamfed/internal/validate"
 	roamingpool "github.com/roamfed/roamfed/roaming/resourcepool"
 	"github.com/roamfed/roamfed/servicecenter/businesscenter"
@@ -216,16 +217,7 @@ func TestConvertKeepsStatus(t *testing.T) {
 			if st.Code() != codes.ResourceExhausted {
 				t.Fatalf("code %v, want ResourceExhausted", st.Code())
 			}
-			var qf *errdetails.QuotaFailure
-			var ri *errdetails.RetryInfo
-			for _, d := range st.Details() {
-				switch d := d.(type) {
-				case *errdetails.QuotaFailure:
-					qf = d
-				case *errdetails.RetryInfo:
-					ri = d
-				}
-			}
+			qf, ri := quota.Details(st)
 			if qf == nil || len(qf.GetViolations()) != 1 {
 				t.Fatalf("QuotaFailure = %v, want one violation", qf)
 			}

@@ -9,11 +9,11 @@ import (
 	"sync/atomic"
 	"time"
 
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	clientv1 "github.com/roamfed/roamfed/api/client/v1"
+	"github.com/roamfed/roamfed/internal/quota"
 )
 
 var (
@@ -186,10 +186,8 @@ func RetryDelay(err error) (time.Duration, bool) {
 	if !ok {
 		return 0, false
 	}
-	for _, d := range st.Details() {
-		if ri, ok := d.(*errdetails.RetryInfo); ok && ri.GetRetryDelay() != nil {
-			return ri.GetRetryDelay().AsDuration(), true
-		}
+	if _, ri := quota.Details(st); ri.GetRetryDelay() != nil {
+		return ri.GetRetryDelay().AsDuration(), true
 	}
 	return 0, false
 }

@@ -46,3 +46,17 @@ func Status(msg string, v Violation) *status.Status {
 	}
 	return withDetails
 }
+
+// Details returns the QuotaFailure and RetryInfo a refusal's status
+// carries, each nil when absent.
+func Details(st *status.Status) (qf *errdetails.QuotaFailure, ri *errdetails.RetryInfo) {
+	for _, d := range st.Details() {
+		switch d := d.(type) {
+		case *errdetails.QuotaFailure:
+			qf = d
+		case *errdetails.RetryInfo:
+			ri = d
+		}
+	}
+	return qf, ri
+}

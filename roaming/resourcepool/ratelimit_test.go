@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
@@ -20,6 +19,7 @@ import (
 
 	roamingv1 "github.com/roamfed/roamfed/api/roaming/v1"
 	"github.com/roamfed/roamfed/internal/certs"
+	"github.com/roamfed/roamfed/internal/quota"
 	"github.com/roamfed/roamfed/regions"
 )
 
@@ -176,16 +176,7 @@ func wantQuota(t *testing.T, err error, peer string) time.Duration {
 	if st.Code() != codes.ResourceExhausted {
 		t.Fatalf("error %v has code %v; want ResourceExhausted", err, st.Code())
 	}
-	var qf *errdetails.QuotaFailure
-	var ri *errdetails.RetryInfo
-	for _, d := range st.Details() {
-		switch d := d.(type) {
-		case *errdetails.QuotaFailure:
-			qf = d
-		case *errdetails.RetryInfo:
-			ri = d
-		}
-	}
+	qf, ri := quota.Details(st)
 	if qf == nil || len(qf.GetViolations()) != 1 {
 		t.Fatalf("details %v: want one QuotaFailure violation", st.Details())
 	}
