@@ -28,6 +28,7 @@ import (
 
 func main() {
 	stack.RaiseProcs()
+	stack.TuneGC(stack.DefaultHeapFloor)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := newRootCmd().ExecuteContext(ctx); err != nil {

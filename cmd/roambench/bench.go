@@ -55,7 +55,7 @@ func bench(ctx context.Context, cfg config, targets []regionAddr, progress *prog
 			return nil, err
 		}
 	}
-	cpu0, load0 := cpuTime(), loadAvg1()
+	cpu0, load0, gc0 := cpuTime(), loadAvg1(), gcCycles()
 	busy0, busyOK := busyCPU()
 	(&load{cfg: cfg, pop: pop, ledger: l}).run(loadCtx)
 	if err := stopProfile(); err != nil {
@@ -66,6 +66,8 @@ func bench(ctx context.Context, cfg config, targets []regionAddr, progress *prog
 	m := machine{
 		CPUs:              runtime.NumCPU(),
 		GOMAXPROCS:        runtime.GOMAXPROCS(0),
+		GOGC:              gcPercent(),
+		GCs:               gcCycles() - gc0,
 		LoadAvgBefore:     load0,
 		LoadAvgAfter:      loadAvg1(),
 		CoresUsed:         float64(cpuTime()-cpu0) / wall,

@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"runtime/metrics"
 	"strconv"
 	"strings"
 	"syscall"
@@ -64,4 +65,20 @@ func busyCPU() (_ time.Duration, ok bool) {
 		}
 	}
 	return time.Duration(busy) * time.Second / clockTicks, true
+}
+
+// gcPercent is the GOGC in effect.
+func gcPercent() int { return int(readMetric("/gc/gogc:percent")) }
+
+// gcCycles counts the collections this process has completed.
+func gcCycles() uint64 { return readMetric("/gc/cycles/total:gc-cycles") }
+
+// readMetric reads one of the runtime's uint64 metrics, 0 if it has none.
+func readMetric(name string) uint64 {
+	s := []metrics.Sample{{Name: name}}
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindUint64 {
+		return 0
+	}
+	return s[0].Value.Uint64()
 }

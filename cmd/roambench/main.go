@@ -31,6 +31,7 @@ import (
 func main() {
 	// The regions roambench starts in its process run as regiond does.
 	stack.RaiseProcs()
+	stack.TuneGC(stack.DefaultHeapFloor)
 	cfg, err := parseFlags(os.Args[1:], os.Stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return

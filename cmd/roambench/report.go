@@ -64,6 +64,11 @@ type report struct {
 type machine struct {
 	CPUs       int `json:"cpus"`
 	GOMAXPROCS int `json:"gomaxprocs"`
+	// GOGC is the garbage collector's setting at the end of the load (the
+	// regions' tuner sets it, stack.TuneGC), GCs the collections this
+	// process made during the load.
+	GOGC int    `json:"gogc"`
+	GCs  uint64 `json:"gc_cycles"`
 	// LoadAvg* are the one-minute load averages at the start and end of
 	// the load; well above CPUs, other processes took CPU from the run.
 	LoadAvgBefore float64 `json:"loadavg_before"`
@@ -280,8 +285,8 @@ func (r *report) writeText(w io.Writer) error {
 	if !d.Drained {
 		b.WriteString("            not all expected deliveries arrived within --drain\n")
 	}
-	fmt.Fprintf(&b, "machine     %d CPUs, GOMAXPROCS %d; during the load this process used %.2f cores, other processes %.2f; load average %.2f before, %.2f after\n",
-		r.Machine.CPUs, r.Machine.GOMAXPROCS, r.Machine.CoresUsed, r.Machine.OtherProcessCores, r.Machine.LoadAvgBefore, r.Machine.LoadAvgAfter)
+	fmt.Fprintf(&b, "machine     %d CPUs, GOMAXPROCS %d, GOGC %d (%d collections); during the load this process used %.2f cores, other processes %.2f; load average %.2f before, %.2f after\n",
+		r.Machine.CPUs, r.Machine.GOMAXPROCS, r.Machine.GOGC, r.Machine.GCs, r.Machine.CoresUsed, r.Machine.OtherProcessCores, r.Machine.LoadAvgBefore, r.Machine.LoadAvgAfter)
 	if r.SessionErrors > 0 {
 		fmt.Fprintf(&b, "sessions    %d errors; first: %s\n", r.SessionErrors, r.FirstSessionError)
 	}
