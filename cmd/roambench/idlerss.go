@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -191,11 +190,7 @@ func (t *tail) String() string {
 	return strings.Join(t.lines, "\n")
 }
 
-func (r *rssReport) writeJSON(w io.Writer) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(r)
-}
+func (r *rssReport) writeJSON(w io.Writer) error { return writeJSON(w, r) }
 
 func (r *rssReport) writeText(w io.Writer) error {
 	_, err := fmt.Fprintf(w, "roambench %s: idle regiond, %.0fs after it was ready: VmRSS %.1f MiB (peak VmHWM %.1f MiB)\n",

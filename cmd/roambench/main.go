@@ -8,6 +8,7 @@
 //	go run ./cmd/roambench --link-delay 20ms         20ms one way on every roaming link
 //	go run ./cmd/roambench --connect ap=127.0.0.1:7101,eu=127.0.0.1:7102,us=127.0.0.1:7103
 //	go run ./cmd/roambench --idle-rss                memory of one idle regiond process
+//	go run ./cmd/roambench --transport-floor         the same load through bare gRPC: the machine's ceiling
 //
 // Senders and recipients share this process's clock: a message's send time
 // travels in its body and each recipient subtracts it from its arrival time.
@@ -69,6 +70,17 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) (err error) 
 			return r.writeJSON(stdout)
 		}
 		return r.writeText(stdout)
+	}
+	if cfg.TransportFloor {
+		r, err := measureFloor(ctx, cfg, progress)
+		if r != nil {
+			if cfg.JSON {
+				err = errors.Join(err, r.writeJSON(stdout))
+			} else {
+				err = errors.Join(err, r.writeText(stdout))
+			}
+		}
+		return err
 	}
 
 	if cfg.PprofAddr != "" {

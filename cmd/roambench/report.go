@@ -224,7 +224,10 @@ func summarize(h *hdrhistogram.Histogram) *latency {
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 
-func (r *report) writeJSON(w io.Writer) error {
+func (r *report) writeJSON(w io.Writer) error { return writeJSON(w, r) }
+
+// writeJSON prints a report as indented JSON.
+func writeJSON(w io.Writer, r any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(r)
