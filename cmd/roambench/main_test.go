@@ -140,6 +140,44 @@ func TestOneRegion(t *testing.T) {
 	checkNoLeaks(t)
 }
 
+// TestTransportFloor runs the load through the bare gRPC server: every
+// delivery handed to a session arrives, and every send the client saw
+// answered was handed to all its group's members.
+func TestTransportFloor(t *testing.T) {
+	cfg := tinyConfig()
+	cfg.TransportFloor = true
+	cfg.Rate = 0
+	cfg.Duration = 300 * time.Millisecond
+	if err := cfg.validate(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	if err := run(ctx, cfg, &stdout, &stderr); err != nil {
+		t.Fatalf("run: %v\nstderr:\n%s", err, stderr.String())
+	}
+	var r floorReport
+	if err := json.Unmarshal(stdout.Bytes(), &r); err != nil {
+		t.Fatalf("report is not JSON: %v\n%s", err, stdout.String())
+	}
+	if r.Sent == 0 || r.MsgPerSec <= 0 || r.DelivPerS <= 0 {
+		t.Errorf("nothing measured: %+v", r)
+	}
+	if r.Missing != 0 || r.Delivered != r.Enqueued {
+		t.Errorf("%d deliveries handed to sessions, %d received", r.Enqueued, r.Delivered)
+	}
+	if r.Enqueued < r.Sent*int64(cfg.GroupSize) {
+		t.Errorf("%d sends answered, %d deliveries handed to sessions; want at least %d", r.Sent, r.Enqueued, r.Sent*int64(cfg.GroupSize))
+	}
+	checkNoLeaks(t)
+
+	cfg.Rate = 100
+	if err := cfg.validate(); err == nil || !strings.Contains(err.Error(), "--transport-floor") {
+		t.Errorf("--transport-floor with --rate: %v", err)
+	}
+}
+
 func TestParseFlags(t *testing.T) {
 	for _, tc := range []struct {
 		args    []string
