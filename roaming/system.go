@@ -494,6 +494,20 @@ func (s *System) Status() []PeerStatus {
 	return out
 }
 
+// Dropped counts, by reason, deliveries the roaming system did not push:
+// routing_queue_full (committed batches let go when the routing queue was
+// full) and held_forward_lost (forwards to roaming users beyond what is
+// held for full queues), whose recipients catch up from history; and
+// no_standing, items a peer delivered for a group and recipient it does
+// not home, refused.
+func (s *System) Dropped() map[string]uint64 {
+	return map[string]uint64{
+		"routing_queue_full": s.router.Dropped(),
+		"held_forward_lost":  s.router.HeldLost(),
+		"no_standing":        s.router.Refused(),
+	}
+}
+
 // ResyncAll has every region check and republish its home records. A
 // peer without a route is waited for a moment (a link restored just now
 // comes up at its next heartbeat), then reported with the error.

@@ -163,6 +163,8 @@ func TestFederationMetrics(t *testing.T) {
 	waitMetric(t, ap, `roamfed_sends_total{region="ap",result="rejected"}`, equal(1))
 	waitMetric(t, ap, `roamfed_send_duration_seconds_count{region="ap"}`, equal(2))
 	waitMetric(t, ap, `roamfed_committed_messages_total{region="ap"}`, equal(1))
+	waitMetric(t, ap, `roamfed_roaming_dropped_total{reason="routing_queue_full",region="ap"}`, equal(0))
+	waitMetric(t, eu, `roamfed_roaming_dropped_total{reason="no_standing",region="eu"}`, equal(0))
 	waitMetric(t, ap, `roamfed_commit_duration_seconds_count{region="ap"}`, atLeast(1))
 	// bob is homed in eu, so the home sends eu the message.
 	waitMetric(t, eu, `roamfed_remote_delivery_latency_seconds_count{peer="ap",region="eu"}`, atLeast(1))

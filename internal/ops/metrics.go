@@ -53,6 +53,9 @@ type RegionStatus struct {
 	// third region; RelaysCarried the relays it carried for others.
 	RelaysOpened  uint64
 	RelaysCarried uint64
+	// RoamingDropped counts, by reason, deliveries the roaming system did
+	// not push (roaming.System.Dropped); nil for a region on its own.
+	RoamingDropped map[string]uint64
 }
 
 // LinkStatus is one peer's row: the link, the route, the work waiting.
@@ -335,6 +338,7 @@ var (
 	descQueued        = prometheus.NewDesc("roamfed_queued_deliveries", "Deliveries queued in memory for peer.", []string{"peer"}, nil)
 	descRelays        = prometheus.NewDesc("roamfed_relayed_connections_total", "Connections relayed through a third region; role origin: this region's own, relay: carried for others.", []string{"role"}, nil)
 	descPeerRefusals  = prometheus.NewDesc("roamfed_peer_refusals_total", "What this region refused of peer: rate (requests over the per-peer rate limit), directory_record (directory records the peer may not publish).", []string{"peer", "reason"}, nil)
+	descRoamDropped   = prometheus.NewDesc("roamfed_roaming_dropped_total", "Deliveries the roaming system did not push, by reason: routing_queue_full and held_forward_lost (the recipients catch up from history), no_standing (a peer delivered for a group and recipient it does not home; refused).", []string{"reason"}, nil)
 	descIntegrity     = prometheus.NewDesc("roamfed_link_integrity_failures_total", "Connections with peer closed on a TLS record from it that failed authentication: bytes altered on the way.", []string{"peer"}, nil)
 )
 
@@ -342,7 +346,7 @@ func (pulled) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		descSessions, descSessionsLimit, descSends, descDeliveries, descCatchUps, descCommitted, descRefusals,
 		descLinkState, descLinkRTT, descLinkDowns, descRelayed, descNoRoute,
-		descOutboxItems, descOutboxBytes, descQueued, descRelays, descPeerRefusals, descIntegrity,
+		descOutboxItems, descOutboxBytes, descQueued, descRelays, descPeerRefusals, descIntegrity, descRoamDropped,
 	} {
 		ch <- d
 	}
@@ -390,6 +394,9 @@ func (p pulled) Collect(ch chan<- prometheus.Metric) {
 	if st.Links != nil {
 		counter(descRelays, st.RelaysOpened, "origin")
 		counter(descRelays, st.RelaysCarried, "relay")
+	}
+	for r, n := range st.RoamingDropped {
+		counter(descRoamDropped, n, r)
 	}
 }
 

@@ -11,9 +11,10 @@ import (
 )
 
 // TestPeerRefusalsAndIntegrity: what a region refused of each peer (over
-// the per-peer rate limit, directory records it may not publish) and the
-// connections closed on an altered TLS record are in /metrics and in the
-// link rows of /api/status.
+// the per-peer rate limit, directory records it may not publish), the
+// connections closed on an altered TLS record, and the deliveries the
+// roaming system let go are in /metrics and in the link rows of
+// /api/status.
 func TestPeerRefusalsAndIntegrity(t *testing.T) {
 	m, err := ops.NewMetrics("ap")
 	if err != nil {
@@ -23,7 +24,7 @@ func TestPeerRefusalsAndIntegrity(t *testing.T) {
 		return ops.RegionStatus{Links: []ops.LinkStatus{
 			{Peer: "eu", State: ops.LinkUp, RateRefused: 7, DirectoryRefused: 2, IntegrityFailures: 1},
 			{Peer: "us", State: ops.LinkUp},
-		}}
+		}, RoamingDropped: map[string]uint64{"routing_queue_full": 3, "held_forward_lost": 0, "no_standing": 5}}
 	})
 	addr := testnet.FreeAddrs(t, 1)[0]
 	srv, err := ops.Start(ops.Config{Addr: addr, Region: "ap", Metrics: m, Token: token, Ready: func() error { return nil }})
@@ -43,6 +44,9 @@ func TestPeerRefusalsAndIntegrity(t *testing.T) {
 			`roamfed_peer_refusals_total{peer="us",reason="rate",region="ap"} 0`,
 			`roamfed_link_integrity_failures_total{peer="eu",region="ap"} 1`,
 			`roamfed_link_integrity_failures_total{peer="us",region="ap"} 0`,
+			`roamfed_roaming_dropped_total{reason="routing_queue_full",region="ap"} 3`,
+			`roamfed_roaming_dropped_total{reason="held_forward_lost",region="ap"} 0`,
+			`roamfed_roaming_dropped_total{reason="no_standing",region="ap"} 5`,
 		},
 		"/api/status?scope=region": {
 			`"peer":"eu"`, `"rate_refused":7`, `"directory_refused":2`, `"integrity_failures":1`,

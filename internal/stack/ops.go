@@ -74,6 +74,7 @@ func (s *Stack) opsStatus() ops.RegionStatus {
 		return st
 	}
 	st.RelaysOpened, st.RelaysCarried = s.roam.Mesh().Relays()
+	st.RoamingDropped = s.roam.Dropped()
 	for _, p := range s.roam.Status() {
 		st.Links = append(st.Links, ops.LinkStatus{
 			Peer: p.Peer, State: ops.LinkState(p.State), RTT: p.RTT, LastError: p.LastError, Since: p.Since,

@@ -437,6 +437,14 @@ func (r *Router) homeOf(kind roamingv1.DirectoryKind, key string) string {
 // to deliver them.
 func (r *Router) Refused() uint64 { return r.refused.Load() }
 
+// Dropped counts committed batches let go because the routing queue was
+// full; their remote recipients catch up from history.
+func (r *Router) Dropped() uint64 { return r.dropped.Load() }
+
+// HeldLost counts forwards to roaming users lost because too many were
+// already held for full queues; those users catch up from history.
+func (r *Router) HeldLost() uint64 { return r.heldLost.Load() }
+
 // forwardTo returns where a user homed here is connected, if elsewhere.
 func (r *Router) forwardTo(userID string) string {
 	rec, err := r.store.Locate(roamingv1.DirectoryKind_DIRECTORY_KIND_USER, userID)
