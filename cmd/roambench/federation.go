@@ -29,6 +29,8 @@ var benchPassword = password.Params{Memory: 64, Time: 1, Threads: 1}
 type localFederation struct {
 	stacks  []*stack.Stack
 	dataDir string
+	// nets are the regions' delayed links, with --link-delay.
+	nets []*netem.Net
 }
 
 // startLocal starts n regions (one alone, unfederated, when n is 1), each
@@ -81,7 +83,9 @@ func startLocal(n int, delay time.Duration, plaintext bool, log *slog.Logger) (_
 				cfg.TLS = creds.For(name)
 			}
 			if delay > 0 {
-				cfg.Dial = delayedLinks(fed, name, delay).Dial
+				n := delayedLinks(fed, name, delay)
+				f.nets = append(f.nets, n)
+				cfg.Dial = n.Dial
 			}
 		}
 		st, err := stack.Start(cfg)
@@ -139,6 +143,20 @@ func delayedLinks(fed *regions.Federation, self string, d time.Duration) *netem.
 		n.Link(p.RoamingAddr).SetDelay(d)
 	}
 	return n
+}
+
+// linkLateness summarises how late the delayed links handed bytes on
+// after their delay, over the whole run; nil without delayed links.
+func (f *localFederation) linkLateness() *latency {
+	var all netem.Lateness
+	for _, n := range f.nets {
+		all.Merge(n.Lateness())
+	}
+	if all.Count() == 0 {
+		return nil
+	}
+	q := func(q float64) float64 { return ms(all.Quantile(q)) }
+	return &latency{Count: int64(all.Count()), P50Ms: q(0.5), P99Ms: q(0.99), P999Ms: q(0.999), MaxMs: q(1)}
 }
 
 // targets are the regions' client addresses, in order.

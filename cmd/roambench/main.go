@@ -91,10 +91,10 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) (err error) 
 		defer stopPprof()
 	}
 	targets := cfg.Connect
+	var fed *localFederation
 	if targets == nil {
 		log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
-		fed, err := startLocal(cfg.Regions, cfg.LinkDelay, cfg.PlaintextLinks, log)
-		if err != nil {
+		if fed, err = startLocal(cfg.Regions, cfg.LinkDelay, cfg.PlaintextLinks, log); err != nil {
 			return err
 		}
 		defer func() { err = errors.Join(err, fed.close()) }()
@@ -103,6 +103,9 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) (err error) 
 	rep, err := bench(ctx, cfg, targets, progress)
 	if err != nil {
 		return err
+	}
+	if fed != nil {
+		rep.LinkLateness = fed.linkLateness()
 	}
 	if cfg.JSON {
 		err = rep.writeJSON(stdout)

@@ -124,6 +124,9 @@ func TestLinkDelay(t *testing.T) {
 	if r.Overhead == nil || r.Overhead["cross_region"].Count == 0 {
 		t.Errorf("no overhead reported: %+v", r.Overhead)
 	}
+	if l := r.LinkLateness; l == nil || l.Count == 0 || l.P50Ms > l.MaxMs {
+		t.Errorf("links' lateness: %+v", l)
+	}
 	checkNoLeaks(t)
 }
 

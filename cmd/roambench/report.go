@@ -51,6 +51,11 @@ type report struct {
 	// Overhead is latency minus links crossed × LinkDelayMs; only with a
 	// link delay.
 	Overhead map[string]*latency `json:"overhead_above_link_delay,omitempty"`
+	// LinkLateness is how late the in-process links handed bytes on
+	// after the delay asked for (netem's timers), over the whole run:
+	// part of Overhead is this, once per link crossed. Only with a link
+	// delay; its mean is not measured.
+	LinkLateness *latency `json:"link_delay_lateness,omitempty"`
 
 	Deliveries deliveries `json:"deliveries"`
 
@@ -273,6 +278,10 @@ func (r *report) writeText(w io.Writer) error {
 		fmt.Fprintf(&b, "send to delivery minus links crossed × %gms\n", r.LinkDelayMs)
 		row("same-region", r.Overhead[classNames[sameRegion]])
 		row("cross-region", r.Overhead[classNames[crossRegion]])
+		if r.LinkLateness != nil {
+			b.WriteString("the links' own lateness after the delay (netem's timers, per crossing)\n")
+			row("bytes handed on", r.LinkLateness)
+		}
 	}
 	b.WriteString("commit (SendMessage round trip)\n")
 	row("group homed in sender's region", r.Commit[commitNames[sameRegion]])

@@ -168,6 +168,11 @@ type chunk struct {
 	b   []byte
 	err error // the last chunk of an in line: the socket's read error
 	due time.Time
+	// delayed is set when the chunk waits for a delay, not for a cut;
+	// cuts is the link's count of cuts when it was queued. Only delayed
+	// chunks that no cut held count in the link's Lateness.
+	delayed bool
+	cuts    uint64
 }
 
 func newLine(l *Link) *line {
@@ -222,8 +227,8 @@ func (l *line) push(b []byte, err error, useDeadline bool) error {
 		}
 		l.waitLocked(until, nil)
 	}
-	delay, _, _ := l.link.state()
-	l.q = append(l.q, chunk{b: b, err: err, due: time.Now().Add(delay)})
+	st := l.link.state()
+	l.q = append(l.q, chunk{b: b, err: err, due: time.Now().Add(st.delay), delayed: st.delay > 0 && !st.cut, cuts: st.cuts})
 	l.size += len(b)
 	l.changedLocked()
 	return nil
@@ -241,7 +246,7 @@ func (l *line) take(p []byte) ([]byte, error) {
 		if l.closed {
 			return nil, net.ErrClosed
 		}
-		_, cut, linkChanged := l.link.state()
+		st := l.link.state()
 		now := time.Now()
 		var until time.Time
 		if p != nil && !l.deadline.IsZero() {
@@ -250,11 +255,14 @@ func (l *line) take(p []byte) ([]byte, error) {
 			}
 			until = l.deadline
 		}
-		if len(l.q) > 0 && !cut {
+		if len(l.q) > 0 && !st.cut {
 			c := &l.q[0]
 			if !now.Before(c.due) {
 				if c.err != nil {
 					return nil, c.err
+				}
+				if l.off == 0 && c.delayed && c.cuts == st.cuts {
+					l.link.late.record(now.Sub(c.due))
 				}
 				var out []byte
 				if p == nil {
@@ -276,7 +284,7 @@ func (l *line) take(p []byte) ([]byte, error) {
 				until = c.due
 			}
 		}
-		l.waitLocked(until, linkChanged)
+		l.waitLocked(until, st.changed)
 	}
 }
 

@@ -20,12 +20,21 @@ type Link struct {
 	// wake the delay lines waiting on the old state.
 	changed chan struct{}
 	conns   map[*conn]struct{}
+	// cuts counts Cut calls: a chunk queued before the latest one was
+	// held by it, and its lateness is the cut's, not the timer's.
+	cuts uint64
+	late *Lateness
 }
 
 // NewLink returns a link with no delay, not cut.
-func NewLink() *Link {
-	return &Link{changed: make(chan struct{}), conns: make(map[*conn]struct{})}
+func NewLink() *Link { return newLink(new(Lateness)) }
+
+func newLink(late *Lateness) *Link {
+	return &Link{changed: make(chan struct{}), conns: make(map[*conn]struct{}), late: late}
 }
+
+// Lateness is how late the link's delay lines handed chunks on.
+func (l *Link) Lateness() *Lateness { return l.late }
 
 // SetDelay sets the one-way delay for bytes that enter the link from now on,
 // in either direction. A negative d means 0.
@@ -49,6 +58,7 @@ func (l *Link) Cut() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.cut = true
+	l.cuts++
 	l.changedLocked()
 }
 
@@ -101,12 +111,19 @@ func (l *Link) Wrap(raw net.Conn) net.Conn {
 	return c
 }
 
-// state returns what a delay line needs to decide, and the channel that
-// is closed when any of it changes.
-func (l *Link) state() (delay time.Duration, cut bool, changed <-chan struct{}) {
+// linkState is what a delay line needs to decide, and the channel that is
+// closed when any of it changes.
+type linkState struct {
+	delay   time.Duration
+	cut     bool
+	cuts    uint64
+	changed <-chan struct{}
+}
+
+func (l *Link) state() linkState {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.delay, l.cut, l.changed
+	return linkState{delay: l.delay, cut: l.cut, cuts: l.cuts, changed: l.changed}
 }
 
 func (l *Link) changedLocked() {
@@ -125,6 +142,7 @@ func (l *Link) remove(c *conn) {
 type Net struct {
 	mu    sync.Mutex
 	links map[string]*Link
+	late  Lateness
 }
 
 // NewNet returns a Net with no links; Link creates them on first use.
@@ -132,13 +150,16 @@ func NewNet() *Net {
 	return &Net{links: make(map[string]*Link)}
 }
 
+// Lateness is how late the delay lines of all its links handed chunks on.
+func (n *Net) Lateness() *Lateness { return &n.late }
+
 // Link returns the link to addr, creating it (no delay, not cut) if needed.
 func (n *Net) Link(addr string) *Link {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	l, ok := n.links[addr]
 	if !ok {
-		l = NewLink()
+		l = newLink(&n.late)
 		n.links[addr] = l
 	}
 	return l

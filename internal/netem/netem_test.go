@@ -128,7 +128,84 @@ func TestDelay(t *testing.T) {
 					t.Errorf("round trip %d took %v, want %v to %v", i, rtt, tc.min, tc.max)
 				}
 			}
+			// Each ping is a chunk out and a chunk back; without a delay
+			// nothing waits, so nothing counts.
+			want := uint64(0)
+			if tc.delay > 0 {
+				want = 10
+			}
+			if n := l.Lateness().Count(); n != want {
+				t.Errorf("lateness counted %d chunks, want %d", n, want)
+			}
+			if late := l.Lateness().Quantile(1); late > tc.max-2*tc.delay {
+				t.Errorf("the latest chunk was %v late; the round trips allow at most %v", late, tc.max-2*tc.delay)
+			}
 		})
+	}
+}
+
+// TestLatenessSkipsCuts: a chunk held by a cut is late because of the cut,
+// not the timer, and is not counted.
+func TestLatenessSkipsCuts(t *testing.T) {
+	checkGoroutines(t)
+	addr := echoServer(t)
+	n := NewNet()
+	l := n.Link(addr)
+	l.SetDelay(2 * time.Millisecond)
+	c := dial(t, l, addr)
+	roundTrip(t, c, []byte("before"))
+	if got := n.Lateness().Count(); got != 2 {
+		t.Fatalf("after one round trip the net counted %d chunks, want 2", got)
+	}
+	// Queued before the cut, and during it.
+	if _, err := c.Write([]byte("held")); err != nil {
+		t.Fatal(err)
+	}
+	l.Cut()
+	if _, err := c.Write([]byte("during")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	l.Restore()
+	got := make([]byte, len("heldduring"))
+	if err := c.SetReadDeadline(time.Now().Add(5 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadFull(c, got); err != nil || string(got) != "heldduring" {
+		t.Fatalf("read %q, %v", got, err)
+	}
+	// The two out chunks were held; the echo's answer came back after the
+	// cut, delayed only (as one chunk or two).
+	if got := n.Lateness().Count(); got < 3 || got > 4 {
+		t.Errorf("net counted %d chunks, want 3 or 4", got)
+	}
+	if late := n.Lateness().Quantile(1); late >= 40*time.Millisecond {
+		t.Errorf("a chunk counted %v late: the cut's 50 ms were counted", late)
+	}
+}
+
+func TestLatenessQuantile(t *testing.T) {
+	var l Lateness
+	if got := l.Quantile(0.5); got != 0 {
+		t.Errorf("empty: %v", got)
+	}
+	for i := range 100 {
+		l.record(time.Duration(i) * 100 * time.Microsecond) // 0 to 9.9 ms
+	}
+	l.record(-time.Millisecond) // a timer cannot fire early; counted as 0
+	l.record(time.Hour)         // beyond the last bucket
+	if n := l.Count(); n != 102 {
+		t.Errorf("count %d", n)
+	}
+	for q, want := range map[float64]time.Duration{
+		0:    10 * time.Microsecond,
+		0.5:  5010 * time.Microsecond, // the bucket of 5.0 ms, by its upper bound
+		0.98: 9810 * time.Microsecond,
+		1:    latenessMax,
+	} {
+		if got := l.Quantile(q); got != want {
+			t.Errorf("Quantile(%v) = %v, want %v", q, got, want)
+		}
 	}
 }
 
