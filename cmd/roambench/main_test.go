@@ -60,13 +60,19 @@ func tinyConfig() config {
 // runJSON runs cfg through run, as main would, and decodes its report.
 func runJSON(t *testing.T, cfg config) *report {
 	t.Helper()
+	return runReport[report](t, cfg)
+}
+
+// runReport runs cfg through run and decodes its JSON report as an R.
+func runReport[R any](t *testing.T, cfg config) *R {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	var stdout, stderr bytes.Buffer
 	if err := run(ctx, cfg, &stdout, &stderr); err != nil {
 		t.Fatalf("run: %v\nstderr:\n%s", err, stderr.String())
 	}
-	var r report
+	var r R
 	if err := json.Unmarshal(stdout.Bytes(), &r); err != nil {
 		t.Fatalf("report is not JSON: %v\n%s", err, stdout.String())
 	}
@@ -154,18 +160,9 @@ func TestTransportFloor(t *testing.T) {
 	if err := cfg.validate(); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	var stdout, stderr bytes.Buffer
-	if err := run(ctx, cfg, &stdout, &stderr); err != nil {
-		t.Fatalf("run: %v\nstderr:\n%s", err, stderr.String())
-	}
-	var r floorReport
-	if err := json.Unmarshal(stdout.Bytes(), &r); err != nil {
-		t.Fatalf("report is not JSON: %v\n%s", err, stdout.String())
-	}
+	r := runReport[floorReport](t, cfg)
 	if r.Sent == 0 || r.MsgPerSec <= 0 || r.DelivPerS <= 0 {
-		t.Errorf("nothing measured: %+v", r)
+		t.Errorf("nothing measured: %+v", *r)
 	}
 	if r.Missing != 0 || r.Delivered != r.Enqueued {
 		t.Errorf("%d deliveries handed to sessions, %d received", r.Enqueued, r.Delivered)
