@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"runtime"
 	"runtime/pprof"
 	"sync"
 	"time"
@@ -55,27 +54,13 @@ func bench(ctx context.Context, cfg config, targets []regionAddr, progress *prog
 			return nil, err
 		}
 	}
-	cpu0, load0, gc0 := cpuTime(), loadAvg1(), gcCycles()
-	busy0, busyOK := busyCPU()
+	probe := probeMachine()
 	(&load{cfg: cfg, pop: pop, ledger: l}).run(loadCtx)
 	if err := stopProfile(); err != nil {
 		return nil, err
 	}
 	end := l.now()
-	wall := float64(max(end-start, 1))
-	m := machine{
-		CPUs:              runtime.NumCPU(),
-		GOMAXPROCS:        runtime.GOMAXPROCS(0),
-		GOGC:              gcPercent(),
-		GCs:               gcCycles() - gc0,
-		LoadAvgBefore:     load0,
-		LoadAvgAfter:      loadAvg1(),
-		CoresUsed:         float64(cpuTime()-cpu0) / wall,
-		OtherProcessCores: -1,
-	}
-	if busy1, ok := busyCPU(); ok && busyOK {
-		m.OtherProcessCores = max(float64(busy1-busy0)/wall-m.CoresUsed, 0)
-	}
+	m := probe.since(end - start)
 
 	drained := drain(ctx, l, cfg.Drain)
 	stopProgress()

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -36,20 +35,19 @@ const floorUserKey = "floor-user"
 
 // floorReport is what --transport-floor measured.
 type floorReport struct {
-	Date       string  `json:"date"`
-	Users      int     `json:"users"`
-	Conns      int     `json:"conns"`
-	GroupSize  int     `json:"group_size"`
-	Senders    int     `json:"senders"`
-	DurationS  float64 `json:"duration_sec"`
-	MsgPerSec  float64 `json:"msg_per_sec"`
-	DelivPerS  float64 `json:"deliveries_per_sec"`
-	Sent       int64   `json:"sent"`
-	Enqueued   int64   `json:"enqueued"`
-	Delivered  int64   `json:"delivered"`
-	Missing    int64   `json:"missing"`
-	CoresUsed  float64 `json:"cores_used"`
-	OtherCores float64 `json:"other_process_cores"`
+	Date      string  `json:"date"`
+	Users     int     `json:"users"`
+	Conns     int     `json:"conns"`
+	GroupSize int     `json:"group_size"`
+	Senders   int     `json:"senders"`
+	DurationS float64 `json:"duration_sec"`
+	MsgPerSec float64 `json:"msg_per_sec"`
+	DelivPerS float64 `json:"deliveries_per_sec"`
+	Sent      int64   `json:"sent"`
+	Enqueued  int64   `json:"enqueued"`
+	Delivered int64   `json:"delivered"`
+	Missing   int64   `json:"missing"`
+	Machine   machine `json:"machine"`
 }
 
 func (r *floorReport) writeJSON(w io.Writer) error { return writeJSON(w, r) }
@@ -60,9 +58,9 @@ load: %d users on %d conns, groups of %d, %d senders, %.1fs measured
 
 throughput  %.0f msg/s, %.0f deliveries/s (every delivery acknowledged)
 deliveries  %d messages sent, %d deliveries handed to sessions, %d received, %d missing
-machine     %d CPUs, GOMAXPROCS %d; during the load this process used %.2f cores, other processes %.2f
+machine     %s
 `, r.Date, r.Users, r.Conns, r.GroupSize, r.Senders, r.DurationS, r.MsgPerSec, r.DelivPerS,
-		r.Sent, r.Enqueued, r.Delivered, r.Missing, runtime.NumCPU(), runtime.GOMAXPROCS(0), r.CoresUsed, r.OtherCores)
+		r.Sent, r.Enqueued, r.Delivered, r.Missing, r.Machine)
 	return err
 }
 
@@ -270,8 +268,7 @@ func measureFloor(ctx context.Context, cfg config, progress *progressLine) (_ *f
 	case <-ctx.Done():
 	}
 	sent0, del0 := sent.Load(), delivered.Load()
-	cpu0, start := cpuTime(), time.Now()
-	busy0, busyOK := busyCPU()
+	probe, start := probeMachine(), time.Now()
 	select {
 	case <-time.After(cfg.Duration):
 	case <-ctx.Done():
@@ -282,10 +279,7 @@ func measureFloor(ctx context.Context, cfg config, progress *progressLine) (_ *f
 		Date: start.UTC().Format(time.RFC3339), Users: users, Conns: nconns, GroupSize: cfg.GroupSize,
 		Senders: cfg.Senders, DurationS: wall.Seconds(),
 		MsgPerSec: float64(sent1-sent0) / wall.Seconds(), DelivPerS: float64(del1-del0) / wall.Seconds(),
-		CoresUsed: float64(cpuTime()-cpu0) / float64(wall), OtherCores: -1,
-	}
-	if busy1, ok := busyCPU(); ok && busyOK {
-		rep.OtherCores = max(float64(busy1-busy0)/float64(wall)-rep.CoresUsed, 0)
+		Machine: probe.since(wall),
 	}
 	stopSending()
 	senders.Wait()

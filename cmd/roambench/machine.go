@@ -1,7 +1,9 @@
 package main
 
 import (
+	"fmt"
 	"os"
+	"runtime"
 	"runtime/metrics"
 	"strconv"
 	"strings"
@@ -81,4 +83,44 @@ func readMetric(name string) uint64 {
 		return 0
 	}
 	return s[0].Value.Uint64()
+}
+
+// machineProbe is the machine's counters when a load starts.
+type machineProbe struct {
+	cpu    time.Duration
+	busy   time.Duration
+	busyOK bool
+	load   float64
+	gcs    uint64
+}
+
+func probeMachine() machineProbe {
+	p := machineProbe{cpu: cpuTime(), load: loadAvg1(), gcs: gcCycles()}
+	p.busy, p.busyOK = busyCPU()
+	return p
+}
+
+// since is what the machine gave a load that has run for wall since p.
+func (p machineProbe) since(wall time.Duration) machine {
+	w := float64(max(wall, 1))
+	m := machine{
+		CPUs:              runtime.NumCPU(),
+		GOMAXPROCS:        runtime.GOMAXPROCS(0),
+		GOGC:              gcPercent(),
+		GCs:               gcCycles() - p.gcs,
+		LoadAvgBefore:     p.load,
+		LoadAvgAfter:      loadAvg1(),
+		CoresUsed:         float64(cpuTime()-p.cpu) / w,
+		OtherProcessCores: -1,
+	}
+	if busy, ok := busyCPU(); ok && p.busyOK {
+		m.OtherProcessCores = max(float64(busy-p.busy)/w-m.CoresUsed, 0)
+	}
+	return m
+}
+
+// String is the report's machine line, without its label.
+func (m machine) String() string {
+	return fmt.Sprintf("%d CPUs, GOMAXPROCS %d, GOGC %d (%d collections); during the load this process used %.2f cores, other processes %.2f; load average %.2f before, %.2f after",
+		m.CPUs, m.GOMAXPROCS, m.GOGC, m.GCs, m.CoresUsed, m.OtherProcessCores, m.LoadAvgBefore, m.LoadAvgAfter)
 }

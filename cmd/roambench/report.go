@@ -297,8 +297,7 @@ func (r *report) writeText(w io.Writer) error {
 	if !d.Drained {
 		b.WriteString("            not all expected deliveries arrived within --drain\n")
 	}
-	fmt.Fprintf(&b, "machine     %d CPUs, GOMAXPROCS %d, GOGC %d (%d collections); during the load this process used %.2f cores, other processes %.2f; load average %.2f before, %.2f after\n",
-		r.Machine.CPUs, r.Machine.GOMAXPROCS, r.Machine.GOGC, r.Machine.GCs, r.Machine.CoresUsed, r.Machine.OtherProcessCores, r.Machine.LoadAvgBefore, r.Machine.LoadAvgAfter)
+	fmt.Fprintf(&b, "machine     %s\n", r.Machine)
 	if r.SessionErrors > 0 {
 		fmt.Fprintf(&b, "sessions    %d errors; first: %s\n", r.SessionErrors, r.FirstSessionError)
 	}
