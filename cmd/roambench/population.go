@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	clientv1 "github.com/roamfed/roamfed/api/client/v1"
+	"github.com/roamfed/roamfed/internal/clientkit"
 )
 
 // user is one benchmark account, homed in and connected to one region.
@@ -74,7 +75,7 @@ func populate(ctx context.Context, cfg config, targets []regionAddr) (_ *populat
 	for i, t := range targets {
 		p.regions = append(p.regions, t.Name)
 		for range cfg.ConnsPerRegion {
-			conn, err := grpc.NewClient(t.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			conn, err := grpc.NewClient(t.Addr, append(clientkit.Windows(), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
 			if err != nil {
 				return nil, fmt.Errorf("client for %s at %s: %w", t.Name, t.Addr, err)
 			}

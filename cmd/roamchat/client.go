@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	clientv1 "github.com/roamfed/roamfed/api/client/v1"
+	"github.com/roamfed/roamfed/internal/clientkit"
 )
 
 // conn is an open connection to one region.
@@ -68,12 +69,12 @@ func (a *app) dial(server, token string) (*conn, error) {
 		creds = insecure.NewCredentials()
 	}
 	auth := bearer(token)
-	cc, err := grpc.NewClient(server,
+	cc, err := grpc.NewClient(server, append(clientkit.Windows(),
 		grpc.WithTransportCredentials(creds),
 		grpc.WithUserAgent("roamchat"),
 		grpc.WithChainUnaryInterceptor(auth.unary),
 		grpc.WithChainStreamInterceptor(auth.stream),
-	)
+	)...)
 	if err != nil {
 		return nil, fmt.Errorf("server %q: %w", server, err)
 	}

@@ -27,6 +27,21 @@ type DialOptions struct {
 	UserAgent string
 }
 
+// The HTTP/2 flow-control windows a client asks for, per stream and per
+// conn; the server (internal/stack) sets the same for its side. Fixed
+// windows turn off gRPC's bandwidth estimator, which otherwise answers
+// nearly every delivery that arrives on a lightly loaded session with a
+// PING round trip of its own.
+const (
+	StreamWindow = 1 << 20
+	ConnWindow   = 4 << 20
+)
+
+// Windows are the dial options that set StreamWindow and ConnWindow.
+func Windows() []grpc.DialOption {
+	return []grpc.DialOption{grpc.WithInitialWindowSize(StreamWindow), grpc.WithInitialConnWindowSize(ConnWindow)}
+}
+
 // Dial makes a client connection to addr. Like grpc.NewClient it connects
 // lazily: a region that is down shows up as UNAVAILABLE on the first call.
 func Dial(addr string, o DialOptions) (*grpc.ClientConn, error) {
@@ -50,7 +65,7 @@ func Dial(addr string, o DialOptions) (*grpc.ClientConn, error) {
 	if ua == "" {
 		ua = "roamfed-clientkit"
 	}
-	opts := []grpc.DialOption{grpc.WithTransportCredentials(creds), grpc.WithUserAgent(ua)}
+	opts := append(Windows(), grpc.WithTransportCredentials(creds), grpc.WithUserAgent(ua))
 	if o.Token != "" {
 		opts = append(opts, grpc.WithPerRPCCredentials(Bearer{Token: o.Token, Secure: o.TLS || o.CAFile != ""}))
 	}

@@ -210,6 +210,9 @@ func Start(cfg Config) (st *Stack, err error) {
 	}
 	s.grpc = grpc.NewServer(append(clientOpts,
 		businesscenter.ServerCodec(),
+		// Fixed windows, the same as clientkit.Windows on the clients'
+		// side: no bandwidth-estimator PING round trip per request.
+		grpc.InitialWindowSize(1<<20), grpc.InitialConnWindowSize(4<<20),
 		// Metrics first: they read the status codes rpcstatus maps.
 		grpc.ChainUnaryInterceptor(s.metrics.UnaryServerInterceptor(), rpcstatus.UnaryServerInterceptor(log)),
 		grpc.ChainStreamInterceptor(s.metrics.StreamServerInterceptor(), rpcstatus.StreamServerInterceptor(log)),
