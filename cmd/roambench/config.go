@@ -113,7 +113,7 @@ send-to-delivery latency and throughput.
   go run ./cmd/roambench --link-delay 20ms        20ms one way on every roaming link
   go run ./cmd/roambench --connect ap=127.0.0.1:7101,eu=127.0.0.1:7102,us=127.0.0.1:7103
   go run ./cmd/roambench --idle-rss               memory of one idle regiond process
-  go run ./cmd/roambench --transport-floor        the same load through bare gRPC: the machine's ceiling
+  go run ./cmd/roambench --transport-floor        the same load through bare gRPC hops: the machine's ceiling
 
 Flags:
 `)
@@ -136,7 +136,7 @@ Flags:
 	fs.BoolVar(&cfg.IdleRSS, "idle-rss", false, "build and start one regiond, wait --idle-wait, report its resident memory")
 	fs.DurationVar(&cfg.IdleWait, "idle-wait", cfg.IdleWait, "how long regiond idles before --idle-rss reads its memory")
 	fs.StringVar(&cfg.Regiond, "regiond", "", "regiond binary for --idle-rss; empty builds ./cmd/regiond")
-	fs.BoolVar(&cfg.TransportFloor, "transport-floor", false, "the same load through a bare gRPC server that hands each message to its members' streams: nothing of roamfed, the most gRPC sustains on this machine")
+	fs.BoolVar(&cfg.TransportFloor, "transport-floor", false, "the same load through bare gRPC servers that make only the gRPC hops of roamfed's flows (sender's region, home, recipients' regions): the most any implementation of the design sustains on this machine")
 	fs.BoolVar(&cfg.JSON, "json", false, "print the report as JSON")
 	fs.StringVar(&cfg.CPUProfile, "cpuprofile", "", "write a CPU profile of the load phase to `file`")
 	fs.StringVar(&cfg.PprofAddr, "pprof-addr", "", "serve /debug/pprof/ here (host:port), with block and mutex profiles, while the run lasts")
@@ -215,8 +215,7 @@ func (c config) validate() error {
 	check(c.Duration > 0 && c.Duration <= 24*time.Hour, "--duration must be positive and at most 24h")
 	check(c.Drain > 0, "--drain must be positive")
 	check(c.LinkDelay >= 0 && c.LinkDelay <= 10*time.Second, "--link-delay must be 0 to 10s")
-	check(!c.TransportFloor || (c.Connect == nil && c.LinkDelay == 0 && c.Rate == 0),
-		"--transport-floor runs its own server as fast as the senders go; it takes no --connect, --link-delay or --rate")
+	check(!c.TransportFloor || c.Connect == nil, "--transport-floor runs its own servers; it takes no --connect")
 	check(c.LinkDelay == 0 || c.Connect == nil, "--link-delay works on in-process regions; it cannot reach the links of --connect regions")
 	check(c.LinkDelay == 0 || c.Regions > 1, "--link-delay needs at least 2 regions")
 	check(!c.PlaintextLinks || c.Connect == nil, "--plaintext-links is for in-process regions; --connect regions use what they were started with")

@@ -8,7 +8,7 @@
 //	go run ./cmd/roambench --link-delay 20ms         20ms one way on every roaming link
 //	go run ./cmd/roambench --connect ap=127.0.0.1:7101,eu=127.0.0.1:7102,us=127.0.0.1:7103
 //	go run ./cmd/roambench --idle-rss                memory of one idle regiond process
-//	go run ./cmd/roambench --transport-floor         the same load through bare gRPC: the machine's ceiling
+//	go run ./cmd/roambench --transport-floor         the same load through bare gRPC hops: the machine's ceiling
 //
 // Senders and recipients share this process's clock: a message's send time
 // travels in its body and each recipient subtracts it from its arrival time.

@@ -149,32 +149,60 @@ func TestOneRegion(t *testing.T) {
 	checkNoLeaks(t)
 }
 
-// TestTransportFloor runs the load through the bare gRPC server: every
-// delivery handed to a session arrives, and every send the client saw
-// answered was handed to all its group's members.
+// TestTransportFloor runs the load through the floor's bare servers, as
+// fast as it goes and then paced over delayed links: every delivery handed
+// to a session arrives, every send the client saw answered was handed to
+// all its group's members, and latency is measured on both sides of the
+// links.
 func TestTransportFloor(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		rate  float64
+		delay time.Duration
+	}{
+		{"unpaced", 0, 0},
+		{"delayed links", 40, 5 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := tinyConfig()
+			cfg.TransportFloor = true
+			cfg.Rate = tc.rate
+			cfg.LinkDelay = tc.delay
+			cfg.Duration = 500 * time.Millisecond
+			if err := cfg.validate(); err != nil {
+				t.Fatal(err)
+			}
+			r := runReport[floorReport](t, cfg)
+			if r.Sent == 0 || r.MsgPerSec <= 0 || r.DelivPerS <= 0 || r.Regions != 3 {
+				t.Errorf("nothing measured: %+v", *r)
+			}
+			if r.Missing != 0 || r.Delivered != r.Enqueued {
+				t.Errorf("%d deliveries handed to sessions, %d received", r.Enqueued, r.Delivered)
+			}
+			if r.Enqueued < r.Sent*int64(cfg.GroupSize) {
+				t.Errorf("%d sends answered, %d deliveries handed to sessions; want at least %d", r.Sent, r.Enqueued, r.Sent*int64(cfg.GroupSize))
+			}
+			if r.SameRegion.Count == 0 || r.CrossRegion.Count == 0 {
+				t.Errorf("latency: same-region %+v, cross-region %+v; want both measured", *r.SameRegion, *r.CrossRegion)
+			}
+			switch {
+			case tc.delay == 0 && r.Overhead != nil:
+				t.Errorf("overhead %+v without a link delay", *r.Overhead)
+			case tc.delay > 0 && (r.Overhead == nil || r.Overhead.Count == 0):
+				t.Errorf("no overhead measured over %s links", tc.delay)
+			case tc.delay > 0 && r.CrossRegion.P50Ms < ms(tc.delay):
+				// A cross-region delivery crosses at least one link.
+				t.Errorf("cross-region p50 %.3f ms over %s links", r.CrossRegion.P50Ms, tc.delay)
+			}
+			checkNoLeaks(t)
+		})
+	}
+
 	cfg := tinyConfig()
 	cfg.TransportFloor = true
-	cfg.Rate = 0
-	cfg.Duration = 300 * time.Millisecond
-	if err := cfg.validate(); err != nil {
-		t.Fatal(err)
-	}
-	r := runReport[floorReport](t, cfg)
-	if r.Sent == 0 || r.MsgPerSec <= 0 || r.DelivPerS <= 0 {
-		t.Errorf("nothing measured: %+v", *r)
-	}
-	if r.Missing != 0 || r.Delivered != r.Enqueued {
-		t.Errorf("%d deliveries handed to sessions, %d received", r.Enqueued, r.Delivered)
-	}
-	if r.Enqueued < r.Sent*int64(cfg.GroupSize) {
-		t.Errorf("%d sends answered, %d deliveries handed to sessions; want at least %d", r.Sent, r.Enqueued, r.Sent*int64(cfg.GroupSize))
-	}
-	checkNoLeaks(t)
-
-	cfg.Rate = 100
+	cfg.Connect = []regionAddr{{Name: "ap", Addr: "127.0.0.1:7101"}}
 	if err := cfg.validate(); err == nil || !strings.Contains(err.Error(), "--transport-floor") {
-		t.Errorf("--transport-floor with --rate: %v", err)
+		t.Errorf("--transport-floor with --connect: %v", err)
 	}
 }
 
