@@ -117,9 +117,11 @@ type floorFed struct {
 	groupSize int
 	users     int
 	ready     chan struct{} // closed when every user has a session
-	opened    atomic.Int64
-	seq       atomic.Uint64
-	nextID    atomic.Uint64
+	// linkErrs has the first error of a link that failed before stop.
+	linkErrs chan error
+	opened   atomic.Int64
+	seq      atomic.Uint64
+	nextID   atomic.Uint64
 	// enqueued counts deliveries handed to sessions.
 	enqueued atomic.Int64
 }
@@ -420,7 +422,11 @@ func (l *floorLink[T]) call(ctx context.Context, v T) (uint64, error) {
 func runFloorLink[T, Req, Resp any](ctx context.Context, l *floorLink[T], stream grpc.BidiStreamingClient[Req, Resp],
 	request func(id uint64, vs []T) *Req, answered func(*Resp) (uint64, []uint64)) error {
 	errc := make(chan error, 1)
+	recvDone := make(chan struct{})
+	// The stream ends with ctx or with a failed Send, and so does Recv.
+	defer func() { <-recvDone }()
 	go func() {
+		defer close(recvDone)
 		for {
 			resp, err := stream.Recv()
 			if err != nil {
@@ -548,7 +554,7 @@ func (l *floorLatency) summaries() (same, across, overhead *latency) {
 // startFloor starts n floor regions on loopback and connects their links.
 // stop stops them all.
 func startFloor(ctx context.Context, n, groupSize, users int, delay time.Duration) (_ *floorFed, stop func(), err error) {
-	fed := &floorFed{groupSize: groupSize, users: users, ready: make(chan struct{})}
+	fed := &floorFed{groupSize: groupSize, users: users, ready: make(chan struct{}), linkErrs: make(chan error, 1)}
 	var stops []func()
 	stop = func() {
 		for i := len(stops) - 1; i >= 0; i-- {
@@ -602,8 +608,16 @@ func startFloor(ctx context.Context, n, groupSize, users int, delay time.Duratio
 				return nil, nil, err
 			}
 			r.submit[j], r.deliver[j] = newFloorLink[*recordv1.Message](), newFloorLink[*recordv1.Fanout]()
+			failed := func(err error) {
+				if err != nil && linkCtx.Err() == nil {
+					select {
+					case fed.linkErrs <- fmt.Errorf("link from region %d to %d: %w", r.idx, j, err):
+					default:
+					}
+				}
+			}
 			links.Go(func() {
-				_ = runFloorLink(linkCtx, r.submit[j], sub,
+				failed(runFloorLink(linkCtx, r.submit[j], sub,
 					func(id uint64, ms []*recordv1.Message) *roamingv1.SubmitRequest {
 						return &roamingv1.SubmitRequest{BatchId: id, Messages: ms}
 					},
@@ -613,14 +627,14 @@ func startFloor(ctx context.Context, n, groupSize, users int, delay time.Duratio
 							seqs[i] = res.GetSeq()
 						}
 						return resp.GetBatchId(), seqs
-					})
+					}))
 			})
 			links.Go(func() {
-				_ = runFloorLink(linkCtx, r.deliver[j], del,
+				failed(runFloorLink(linkCtx, r.deliver[j], del,
 					func(id uint64, fs []*recordv1.Fanout) *roamingv1.DeliverRequest {
 						return &roamingv1.DeliverRequest{BatchId: id, Items: fs}
 					},
-					func(resp *roamingv1.DeliverResponse) (uint64, []uint64) { return resp.GetBatchId(), nil })
+					func(resp *roamingv1.DeliverResponse) (uint64, []uint64) { return resp.GetBatchId(), nil }))
 			})
 		}
 	}
@@ -780,6 +794,8 @@ func measureFloor(ctx context.Context, cfg config, progress *progressLine) (_ *f
 	rep.LinkDelayMs = ms(cfg.LinkDelay)
 	select {
 	case err := <-errs:
+		return rep, err
+	case err := <-fed.linkErrs:
 		return rep, err
 	default:
 	}
