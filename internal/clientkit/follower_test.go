@@ -78,6 +78,23 @@ func signIn(t *testing.T, ctx context.Context, addr, name string) testUser {
 	return testUser{api: api, token: l.GetToken(), id: l.GetUserId()}
 }
 
+// aliceAndBob signs alice and bob in at addr and returns them with the id
+// of a group alice created and bob joined.
+func aliceAndBob(t *testing.T, ctx context.Context, addr string) (alice, bob testUser, gid string) {
+	t.Helper()
+	alice = signIn(t, ctx, addr, "alice")
+	bob = signIn(t, ctx, addr, "bob")
+	g, err := alice.api.CreateGroup(WithToken(ctx, alice.token), &clientv1.CreateGroupRequest{Name: "g"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gid = g.GetGroup().GetId()
+	if _, err := bob.api.JoinGroup(WithToken(ctx, bob.token), &clientv1.JoinGroupRequest{GroupId: gid}); err != nil {
+		t.Fatal(err)
+	}
+	return alice, bob, gid
+}
+
 // TestFollowerInOrderOnce sends a burst far beyond the session's queue
 // while the follower's application is slow, and checks that every message
 // reaches the application once, in order, some of them by catch-up.
@@ -85,16 +102,7 @@ func TestFollowerInOrderOnce(t *testing.T) {
 	st := startRegion(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	alice := signIn(t, ctx, st.ClientAddr(), "alice")
-	bob := signIn(t, ctx, st.ClientAddr(), "bob")
-	g, err := alice.api.CreateGroup(WithToken(ctx, alice.token), &clientv1.CreateGroupRequest{Name: "g"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	gid := g.GetGroup().GetId()
-	if _, err := bob.api.JoinGroup(WithToken(ctx, bob.token), &clientv1.JoinGroupRequest{GroupId: gid}); err != nil {
-		t.Fatal(err)
-	}
+	alice, bob, gid := aliceAndBob(t, ctx, st.ClientAddr())
 
 	var mu sync.Mutex
 	var got []uint64

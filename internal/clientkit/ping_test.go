@@ -22,16 +22,7 @@ func TestSessionNoBandwidthPings(t *testing.T) {
 	st := startRegion(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	alice := signIn(t, ctx, st.ClientAddr(), "alice")
-	bob := signIn(t, ctx, st.ClientAddr(), "bob")
-	g, err := alice.api.CreateGroup(WithToken(ctx, alice.token), &clientv1.CreateGroupRequest{Name: "g"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	gid := g.GetGroup().GetId()
-	if _, err := bob.api.JoinGroup(WithToken(ctx, bob.token), &clientv1.JoinGroupRequest{GroupId: gid}); err != nil {
-		t.Fatal(err)
-	}
+	alice, bob, gid := aliceAndBob(t, ctx, st.ClientAddr())
 
 	var taps testnet.Taps
 	cc, err := grpc.NewClient(st.ClientAddr(), append(Windows(),
