@@ -416,9 +416,10 @@ func (l *floorLink[T]) call(ctx context.Context, v T) (uint64, error) {
 	}
 }
 
-// run sends batches on stream until ctx ends or the stream fails. request
-// makes a request of a batch; answered reads an answer's batch id and the
-// sequence number of each of its items (nil when it has none).
+// runFloorLink sends l's batches on stream until ctx ends or the stream
+// fails; stream must end with ctx. request makes a request of a batch;
+// answered reads an answer's batch id and the sequence number of each of
+// its items (nil when it has none).
 func runFloorLink[T, Req, Resp any](ctx context.Context, l *floorLink[T], stream grpc.BidiStreamingClient[Req, Resp],
 	request func(id uint64, vs []T) *Req, answered func(*Resp) (uint64, []uint64)) error {
 	errc := make(chan error, 1)
