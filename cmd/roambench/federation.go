@@ -101,18 +101,26 @@ func startLocal(n int, delay time.Duration, plaintext bool, log *slog.Logger) (_
 // ports. The ports are free when chosen; another process could take one
 // before the region listens, which fails the start plainly.
 func loopbackFederation(names []string) (*regions.Federation, error) {
+	roam, client := make([]string, len(names)), make([]string, len(names))
+	for i := range names {
+		var err error
+		if roam[i], err = freeAddr(); err != nil {
+			return nil, err
+		}
+		if client[i], err = freeAddr(); err != nil {
+			return nil, err
+		}
+	}
+	return federationFile(names, roam, client)
+}
+
+// federationFile is the federation file of names at the roaming and client
+// addresses given, in order.
+func federationFile(names, roam, client []string) (*regions.Federation, error) {
 	var b strings.Builder
 	b.WriteString("federation: roambench\nregions:\n")
-	for _, n := range names {
-		roam, err := freeAddr()
-		if err != nil {
-			return nil, err
-		}
-		client, err := freeAddr()
-		if err != nil {
-			return nil, err
-		}
-		fmt.Fprintf(&b, "  - name: %s\n    roaming_addr: %s\n    client_addr: %s\n", n, roam, client)
+	for i, n := range names {
+		fmt.Fprintf(&b, "  - name: %s\n    roaming_addr: %s\n    client_addr: %s\n", n, roam[i], client[i])
 	}
 	return regions.Parse("roambench.yaml", []byte(b.String()))
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -40,8 +41,9 @@ import (
 // to its sessions. Sessions batch what is queued into one frame, and clients
 // acknowledge each frame in one Ack, as roamfed's do.
 //
-// Left out is all the rest: storage and fsync, the bus, the directory,
-// authentication, TLS, metrics, retries. What the floor sustains on a
+// The links between regions use mutual TLS, as roamfed's must, unless
+// --plaintext-links. Left out is all the rest: storage and fsync, the bus,
+// the directory, outboxes, authentication of users, metrics, retries. What the floor sustains on a
 // machine is therefore more than any implementation of the design can
 // there, with its clients beside it; its latency at a given rate is less.
 
@@ -60,6 +62,9 @@ type floorReport struct {
 	GroupSize int     `json:"group_size"`
 	Senders   int     `json:"senders"`
 	TargetMsg float64 `json:"target_msg_per_sec,omitempty"`
+	// Links is how the links between regions are secured: "mtls" or
+	// "plaintext".
+	Links     string  `json:"links"`
 	DurationS float64 `json:"duration_sec"`
 	MsgPerSec float64 `json:"msg_per_sec"`
 	DelivPerS float64 `json:"deliveries_per_sec"`
@@ -96,7 +101,7 @@ func (r *floorReport) writeText(w io.Writer) error {
 		rows += "\n" + row("overhead", r.Overhead) + "  (latency minus links crossed × delay)"
 	}
 	_, err := fmt.Fprintf(w, `roambench %s: transport floor: %d bare gRPC server(s) on loopback, only the hops of the design's flows
-load: %s, %d users on %d conns, groups of %d, %d senders, %.1fs measured
+load: %s, %d users on %d conns, groups of %d, %d senders, %.1fs measured; links %s
 
 latency (ms)          count       p50       p99     p99.9       max
 %s
@@ -104,7 +109,7 @@ latency (ms)          count       p50       p99     p99.9       max
 throughput  %.0f msg/s, %.0f deliveries/s (every delivery acknowledged)
 deliveries  %d messages sent, %d deliveries handed to sessions, %d received, %d missing
 machine     %s
-`, r.Date, r.Regions, load, r.Users, r.Conns, r.GroupSize, r.Senders, r.DurationS, rows,
+`, r.Date, r.Regions, load, r.Users, r.Conns, r.GroupSize, r.Senders, r.DurationS, r.Links, rows,
 		r.MsgPerSec, r.DelivPerS, r.Sent, r.Enqueued, r.Delivered, r.Missing, r.Machine)
 	return err
 }
@@ -113,7 +118,7 @@ machine     %s
 // numbers, the delivery ids and the counts.
 type floorFed struct {
 	regions   []*floorRegion
-	addrs     []string // client and roaming address of each region
+	addrs     []string // client address of each region
 	groupSize int
 	users     int
 	ready     chan struct{} // closed when every user has a session
@@ -552,9 +557,10 @@ func (l *floorLatency) summaries() (same, across, overhead *latency) {
 	return summarize(hs), summarize(ha), overhead
 }
 
-// startFloor starts n floor regions on loopback and connects their links.
-// stop stops them all.
-func startFloor(ctx context.Context, n, groupSize, users int, delay time.Duration) (_ *floorFed, stop func(), err error) {
+// startFloor starts n floor regions on loopback and connects their links,
+// with mutual TLS from a throwaway CA in a temporary directory unless
+// plaintext. stop stops them all.
+func startFloor(ctx context.Context, n, groupSize, users int, delay time.Duration, plaintext bool) (_ *floorFed, stop func(), err error) {
 	fed := &floorFed{groupSize: groupSize, users: users, ready: make(chan struct{}), linkErrs: make(chan error, 1)}
 	var stops []func()
 	stop = func() {
@@ -570,31 +576,76 @@ func startFloor(ctx context.Context, n, groupSize, users int, delay time.Duratio
 	linkCtx, cancelLinks := context.WithCancel(ctx)
 	var links sync.WaitGroup
 	stops = append(stops, func() { cancelLinks(); links.Wait() })
-	for i := range n {
-		r := &floorRegion{fed: fed, idx: i, sessions: make(map[int]chan *clientv1.Delivery),
-			submit: make([]*floorLink[*recordv1.Message], n), deliver: make([]*floorLink[*recordv1.Fanout], n)}
-		lis, err := net.Listen("tcp", "127.0.0.1:0")
+
+	// Each region has a client listener and a roaming listener, as
+	// regiond does.
+	names := regionNames[:n]
+	clientLis, roamLis := make([]net.Listener, n), make([]net.Listener, n)
+	roamAddrs := make(map[string]string, n)
+	for i, name := range names {
+		for _, l := range []*net.Listener{&clientLis[i], &roamLis[i]} {
+			if *l, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+				return nil, nil, err
+			}
+			stops = append(stops, func() { _ = (*l).Close() })
+		}
+		fed.addrs = append(fed.addrs, clientLis[i].Addr().String())
+		roamAddrs[name] = roamLis[i].Addr().String()
+	}
+	serverCreds := func(string) grpc.ServerOption { return grpc.Creds(insecure.NewCredentials()) }
+	peerCreds := func(string) grpc.DialOption { return grpc.WithTransportCredentials(insecure.NewCredentials()) }
+	if !plaintext && n > 1 {
+		dir, err := os.MkdirTemp("", "roambench-floor-")
 		if err != nil {
 			return nil, nil, err
 		}
-		gs := grpc.NewServer(grpc.InitialWindowSize(clientkit.StreamWindow), grpc.InitialConnWindowSize(clientkit.ConnWindow))
-		clientv1.RegisterClientServiceServer(gs, r)
-		roamingv1.RegisterBusinessServiceServer(gs, r)
-		go func() { _ = gs.Serve(lis) }()
-		stops = append(stops, gs.Stop)
+		stops = append(stops, func() { _ = os.RemoveAll(dir) })
+		roam, client := make([]string, n), make([]string, n)
+		for i, name := range names {
+			roam[i], client[i] = roamAddrs[name], fed.addrs[i]
+		}
+		rf, err := federationFile(names, roam, client)
+		if err != nil {
+			return nil, nil, err
+		}
+		set, err := devCerts(dir, rf)
+		if err != nil {
+			return nil, nil, err
+		}
+		serverCreds = func(name string) grpc.ServerOption { return grpc.Creds(set.For(name).ServerCredentials()) }
+		peerCreds = func(name string) grpc.DialOption {
+			return grpc.WithTransportCredentials(set.For(name).PeerCredentials(roamAddrs))
+		}
+	}
+	for i, name := range names {
+		r := &floorRegion{fed: fed, idx: i, sessions: make(map[int]chan *clientv1.Delivery),
+			submit: make([]*floorLink[*recordv1.Message], n), deliver: make([]*floorLink[*recordv1.Fanout], n)}
+		cs := grpc.NewServer(grpc.InitialWindowSize(clientkit.StreamWindow), grpc.InitialConnWindowSize(clientkit.ConnWindow))
+		clientv1.RegisterClientServiceServer(cs, r)
+		// The roaming links' windows are resourcepool's.
+		rs := grpc.NewServer(serverCreds(name), grpc.InitialWindowSize(4<<20), grpc.InitialConnWindowSize(16<<20))
+		roamingv1.RegisterBusinessServiceServer(rs, r)
+		for _, srv := range []struct {
+			gs  *grpc.Server
+			lis net.Listener
+		}{{cs, clientLis[i]}, {rs, roamLis[i]}} {
+			go func() { _ = srv.gs.Serve(srv.lis) }()
+			stops = append(stops, srv.gs.Stop)
+		}
 		fed.regions = append(fed.regions, r)
-		fed.addrs = append(fed.addrs, lis.Addr().String())
 	}
 	for _, r := range fed.regions {
 		// This region's side of its links: each delayed one way by delay,
 		// in both directions, as roambench's --link-delay does.
 		wan := netem.NewNet()
-		for j, addr := range fed.addrs {
+		for j, peer := range names {
 			if j == r.idx {
 				continue
 			}
+			addr := roamAddrs[peer]
 			wan.Link(addr).SetDelay(delay)
-			cc, err := grpc.NewClient(addr, append(clientkit.Windows(), wan.DialOption(), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
+			cc, err := grpc.NewClient("passthrough:///"+addr, append(clientkit.Windows(), wan.DialOption(), peerCreds(names[r.idx]),
+				grpc.WithInitialWindowSize(4<<20), grpc.WithInitialConnWindowSize(16<<20))...)
 			if err != nil {
 				return nil, nil, err
 			}
@@ -646,7 +697,7 @@ func startFloor(ctx context.Context, n, groupSize, users int, delay time.Duratio
 // senders and conns per region, at cfg.Rate or as fast as the senders go.
 func measureFloor(ctx context.Context, cfg config, progress *progressLine) (_ *floorReport, err error) {
 	users := cfg.Groups * cfg.GroupSize
-	fed, stopFed, err := startFloor(ctx, cfg.Regions, cfg.GroupSize, users, cfg.LinkDelay)
+	fed, stopFed, err := startFloor(ctx, cfg.Regions, cfg.GroupSize, users, cfg.LinkDelay, cfg.PlaintextLinks)
 	if err != nil {
 		return nil, err
 	}
@@ -775,9 +826,12 @@ func measureFloor(ctx context.Context, cfg config, progress *progressLine) (_ *f
 	sent1, del1 := sent.Load(), delivered.Load()
 	rep := &floorReport{
 		Date: start.UTC().Format(time.RFC3339), Regions: cfg.Regions, Users: users, Conns: cfg.ConnsPerRegion * cfg.Regions,
-		GroupSize: cfg.GroupSize, Senders: cfg.Senders, TargetMsg: cfg.Rate, DurationS: wall.Seconds(),
+		GroupSize: cfg.GroupSize, Senders: cfg.Senders, TargetMsg: cfg.Rate, Links: "mtls", DurationS: wall.Seconds(),
 		MsgPerSec: float64(sent1-sent0) / wall.Seconds(), DelivPerS: float64(del1-del0) / wall.Seconds(),
 		Machine: probe.since(wall),
+	}
+	if cfg.PlaintextLinks || cfg.Regions == 1 {
+		rep.Links = "plaintext"
 	}
 	stopSending()
 	senders.Wait()

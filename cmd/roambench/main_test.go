@@ -156,18 +156,20 @@ func TestOneRegion(t *testing.T) {
 // links.
 func TestTransportFloor(t *testing.T) {
 	for _, tc := range []struct {
-		name  string
-		rate  float64
-		delay time.Duration
+		name      string
+		rate      float64
+		delay     time.Duration
+		plaintext bool
 	}{
-		{"unpaced", 0, 0},
-		{"delayed links", 40, 5 * time.Millisecond},
+		{"unpaced, mTLS", 0, 0, false},
+		{"delayed plaintext links", 40, 5 * time.Millisecond, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := tinyConfig()
 			cfg.TransportFloor = true
 			cfg.Rate = tc.rate
 			cfg.LinkDelay = tc.delay
+			cfg.PlaintextLinks = tc.plaintext
 			cfg.Duration = 500 * time.Millisecond
 			if err := cfg.validate(); err != nil {
 				t.Fatal(err)
@@ -175,6 +177,9 @@ func TestTransportFloor(t *testing.T) {
 			r := runReport[floorReport](t, cfg)
 			if r.Sent == 0 || r.MsgPerSec <= 0 || r.DelivPerS <= 0 || r.Regions != 3 {
 				t.Errorf("nothing measured: %+v", *r)
+			}
+			if want := map[bool]string{false: "mtls", true: "plaintext"}[tc.plaintext]; r.Links != want {
+				t.Errorf("links %q; want %q", r.Links, want)
 			}
 			if r.Missing != 0 || r.Delivered != r.Enqueued {
 				t.Errorf("%d deliveries handed to sessions, %d received", r.Enqueued, r.Delivered)
