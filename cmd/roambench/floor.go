@@ -644,8 +644,8 @@ func startFloor(ctx context.Context, n, groupSize, users int, delay time.Duratio
 			}
 			addr := roamAddrs[peer]
 			wan.Link(addr).SetDelay(delay)
-			cc, err := grpc.NewClient("passthrough:///"+addr, append(clientkit.Windows(), wan.DialOption(), peerCreds(names[r.idx]),
-				grpc.WithInitialWindowSize(4<<20), grpc.WithInitialConnWindowSize(16<<20))...)
+			cc, err := grpc.NewClient("passthrough:///"+addr, wan.DialOption(), peerCreds(names[r.idx]),
+				grpc.WithInitialWindowSize(4<<20), grpc.WithInitialConnWindowSize(16<<20))
 			if err != nil {
 				return nil, nil, err
 			}
