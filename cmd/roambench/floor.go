@@ -26,6 +26,7 @@ import (
 	roamingv1 "github.com/roamfed/roamfed/api/roaming/v1"
 	"github.com/roamfed/roamfed/internal/clientkit"
 	"github.com/roamfed/roamfed/internal/netem"
+	"github.com/roamfed/roamfed/roaming/resourcepool"
 )
 
 // The transport floor is roambench's load with nothing of roamfed in the
@@ -622,8 +623,7 @@ func startFloor(ctx context.Context, n, groupSize, users int, delay time.Duratio
 			submit: make([]*floorLink[*recordv1.Message], n), deliver: make([]*floorLink[*recordv1.Fanout], n)}
 		cs := grpc.NewServer(grpc.InitialWindowSize(clientkit.StreamWindow), grpc.InitialConnWindowSize(clientkit.ConnWindow))
 		clientv1.RegisterClientServiceServer(cs, r)
-		// The roaming links' windows are resourcepool's.
-		rs := grpc.NewServer(serverCreds(name), grpc.InitialWindowSize(4<<20), grpc.InitialConnWindowSize(16<<20))
+		rs := grpc.NewServer(serverCreds(name), grpc.InitialWindowSize(resourcepool.StreamWindow), grpc.InitialConnWindowSize(resourcepool.ConnWindow))
 		roamingv1.RegisterBusinessServiceServer(rs, r)
 		for _, srv := range []struct {
 			gs  *grpc.Server
@@ -645,7 +645,7 @@ func startFloor(ctx context.Context, n, groupSize, users int, delay time.Duratio
 			addr := roamAddrs[peer]
 			wan.Link(addr).SetDelay(delay)
 			cc, err := grpc.NewClient("passthrough:///"+addr, wan.DialOption(), peerCreds(names[r.idx]),
-				grpc.WithInitialWindowSize(4<<20), grpc.WithInitialConnWindowSize(16<<20))
+				grpc.WithInitialWindowSize(resourcepool.StreamWindow), grpc.WithInitialConnWindowSize(resourcepool.ConnWindow))
 			if err != nil {
 				return nil, nil, err
 			}

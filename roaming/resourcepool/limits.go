@@ -20,8 +20,8 @@ const MaxMessageBytes = 16 << 20
 // 4 MiB in flight per stream keeps a 150 ms link at 27 MB/s a stream, far
 // above what the in-flight budget (Limits) lets through.
 const (
-	streamWindow = 4 << 20
-	connWindow   = 16 << 20
+	StreamWindow = 4 << 20
+	ConnWindow   = 16 << 20
 )
 
 // Limits is the budget for the work this region sends to each peer, and
