@@ -174,7 +174,7 @@ func TestStatusAndMesh(t *testing.T) {
 	for n, a := range f.addrs {
 		addrs[n] = a
 	}
-	dead := testnet.FreeAddrs(t, 1)[0]
+	dead := testnet.DeadAddr(t)
 	us := addrs["us"]
 	us[2] = dead
 	addrs["us"] = us
@@ -230,7 +230,7 @@ func TestDrillCutRestoreList(t *testing.T) {
 		addrs[n] = a
 	}
 	ap := addrs["ap"]
-	ap[2] = testnet.FreeAddrs(t, 1)[0]
+	ap[2] = testnet.DeadAddr(t)
 	addrs["ap"] = ap
 	file := writeFed(t, []string{"ap", "eu", "us"}, addrs)
 	code, out, errOut = runCLI(t, "--federation", file, "--token", testToken, "--timeout", "2s", "drill", "cut", "ap", "us")

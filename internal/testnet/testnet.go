@@ -24,3 +24,31 @@ func FreeAddrs(t testing.TB, n int) []string {
 	}
 	return addrs
 }
+
+// DeadAddr returns a loopback address where nothing answers: every
+// connection is closed as soon as it is made. The port is held until the
+// test ends, so that no other process (a parallel test's region, say) can
+// take it and answer in the dead peer's place.
+func DeadAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("holding a dead port: %v", err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	t.Cleanup(func() {
+		l.Close()
+		<-done
+	})
+	return l.Addr().String()
+}

@@ -22,6 +22,7 @@ import (
 	"github.com/roamfed/roamfed/internal/ids"
 	"github.com/roamfed/roamfed/internal/password"
 	"github.com/roamfed/roamfed/internal/stack"
+	"github.com/roamfed/roamfed/internal/testnet"
 	"github.com/roamfed/roamfed/regions"
 	"github.com/roamfed/roamfed/roaming/business"
 	"github.com/roamfed/roamfed/roaming/resourcepool"
@@ -34,7 +35,7 @@ import (
 type peerRegion struct {
 	t       *testing.T
 	cfg     stack.Config
-	apAddr  string // ap's roaming address: in the federation, never served
+	apAddr  string // ap's roaming address: in the federation, held dead
 	euAddr  string // eu's roaming address
 	mu      sync.Mutex
 	current *stack.Stack // nil while stopped
@@ -56,23 +57,12 @@ func stopWithin(t *testing.T, what string, stop func()) {
 	}
 }
 
-func reserveAddrs(t *testing.T, n int) []string {
-	t.Helper()
-	var out []string
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, l.Addr().String())
-		l.Close()
-	}
-	return out
-}
-
 func startPeerRegion(t *testing.T) *peerRegion {
 	t.Helper()
-	addrs := reserveAddrs(t, 3)
+	// ap's address is held dead for the whole test: were it only free,
+	// a parallel test's region could take the port and answer as ap,
+	// replacing the directory this test gave eu.
+	addrs := append([]string{testnet.DeadAddr(t)}, testnet.FreeAddrs(t, 2)...)
 	fed, err := regions.Parse("test.yaml", fmt.Appendf(nil,
 		"federation: test\nregions:\n  - name: ap\n    roaming_addr: %s\n    client_addr: 127.0.0.1:1\n  - name: eu\n    roaming_addr: %s\n    client_addr: %s\n",
 		addrs[0], addrs[1], addrs[2]))
