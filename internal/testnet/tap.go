@@ -55,6 +55,20 @@ func (ts *Taps) Dial(ctx context.Context, addr string) (net.Conn, error) {
 	return tc, nil
 }
 
+// WantNoPings fails t unless the dialling side wrote something on the
+// conns so far and no PING frame, acknowledgements left out, went either
+// way on them; doing says what the test did, for the error.
+func (ts *Taps) WantNoPings(t testing.TB, doing string) {
+	t.Helper()
+	sent, received, wrote := ts.Pings(t)
+	if wrote == 0 {
+		t.Fatal("nothing written on the conn")
+	}
+	if sent != 0 || received != 0 {
+		t.Errorf("%s: the client sent %d PINGs, the server %d; want none", doing, sent, received)
+	}
+}
+
 // Pings counts the PING frames, acknowledgements left out, that the
 // dialling side sent and received on every conn so far, and the bytes it
 // wrote. It fails t when nothing was dialled or a byte stream is not
